@@ -1,0 +1,25 @@
+"""The core's own plugin: generic time grids and the pass-through conditioner.
+
+Loaded through the ``diffusekit`` entry-point group like any third-party plugin.
+"""
+
+from .conditioner import PassThrough
+from .hookspecs import hookimpl
+from .timegrids import Explicit, Karras, LogSNR, Quadratic, Uniform
+
+DIFFUSEKIT_API = ">=1,<2"
+
+
+@hookimpl
+def register_schedules(register):
+    register("uniform", Uniform)
+    register("quadratic", Quadratic)
+    register("logsnr", LogSNR)
+    register("karras", Karras)
+    register("edm", Karras, description="EDM grid: Karras rho-schedule on sigma (rho = 7)")
+    register("explicit", Explicit)
+
+
+@hookimpl
+def register_conditioners(register):
+    register("passthrough", PassThrough)

@@ -1,0 +1,106 @@
+"""Pydantic v2 configs and validated construction of registered components.
+
+A component spec is ``"name"`` or ``{"name": "...", **params}``. Parsing is two-pass: the
+name is looked up in the registry first (so plugin-provided names work), then the parameters
+are validated by that component's own ``Config`` model (``extra="forbid"``). Errors carry a
+dotted location such as ``sampler.steps``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .errors import ConfigError
+
+
+class ComponentConfig(BaseModel):
+    """Base of every component config: unknown keys are errors, values are validated."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=True)
+
+
+class EmptyConfig(ComponentConfig):
+    """A component without parameters."""
+
+
+def format_validation_error(err: ValidationError, loc: str = "") -> ConfigError:
+    """Turn a pydantic error into a :class:`ConfigError` naming field, value and fix."""
+    lines = []
+    first_loc = loc
+    for i, e in enumerate(err.errors()):
+        field = ".".join(str(p) for p in e.get("loc", ()))
+        where = ".".join(p for p in (loc, field) if p)
+        if i == 0:
+            first_loc = where
+        value = e.get("input")
+        if e.get("type") == "extra_forbidden":
+            msg = f"{where}: unknown parameter {field!r} (value {value!r}); remove it or check the spelling"
+        elif e.get("type") == "missing":
+            msg = f"{where}: required parameter is missing"
+        else:
+            msg = f"{where}: {e.get('msg')} (got {value!r})"
+        lines.append(msg)
+    exc = ConfigError("; ".join(lines))
+    exc.loc = first_loc
+    exc.args = ("; ".join(lines),)
+    return exc
+
+
+def validate_params(model: type[BaseModel] | None, params: dict[str, Any], loc: str = "") -> BaseModel | dict:
+    if model is None:
+        return dict(params)
+    try:
+        return model.model_validate(params)
+    except ValidationError as err:
+        raise format_validation_error(err, loc) from None
+
+
+def split_spec(spec: Any, loc: str) -> tuple[str, dict[str, Any]]:
+    """First pass: ``"name"`` or ``{"name": ..., **params}`` -> (name, params)."""
+    if isinstance(spec, str):
+        return spec, {}
+    if isinstance(spec, dict):
+        if "name" not in spec:
+            raise ConfigError(
+                f"component spec {spec!r} has no 'name'; write {{'name': '<registered name>', ...}}",
+                loc=loc,
+            )
+        params = {k: v for k, v in spec.items() if k != "name"}
+        name = spec["name"]
+        if not isinstance(name, str):
+            raise ConfigError(f"'name' must be a string, got {name!r}", loc=f"{loc}.name")
+        return name, params
+    raise ConfigError(
+        f"expected a component name or a dict with 'name', got {type(spec).__name__} {spec!r}",
+        loc=loc,
+    )
+
+
+def config_dict(config: Any) -> dict[str, Any]:
+    """JSON-ready parameters of a validated config."""
+    if config is None:
+        return {}
+    if isinstance(config, BaseModel):
+        return config.model_dump(mode="json")
+    return dict(config)
+
+
+class Component:
+    """Base class of configurable components (processes, samplers, guidance, ...).
+
+    Subclasses declare a nested ``Config`` (a :class:`ComponentConfig`). Construction
+    validates the parameters, so ``VP(beta_max=-1)`` fails with a named error just like
+    ``dk.create("process", "vp", beta_max=-1)``. The validated config is ``self.config``.
+    """
+
+    Config: ClassVar[type[ComponentConfig]] = EmptyConfig
+
+    def __init__(self, **params: Any) -> None:
+        loc = getattr(type(self), "__name__", "")
+        self.config = validate_params(type(self).Config, params, loc=loc)
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in config_dict(self.config).items())
+        return f"{type(self).__name__}({params})"

@@ -1,0 +1,258 @@
+"""Plugin manager: lazy, isolated loading of ``diffusekit`` entry points through pluggy.
+
+Environment variables:
+
+* ``DIFFUSEKIT_STRICT_PLUGINS=1``: a plugin that fails to load raises :class:`PluginError`.
+* ``DIFFUSEKIT_LOAD_PLUGINS``: comma list of distributions (or entry-point names) to load;
+  ``""`` loads none. Unset loads all.
+* ``DIFFUSEKIT_DISABLE_PLUGINS``: comma list of distributions or entry-point names to skip.
+
+A plugin module may declare ``DIFFUSEKIT_API = ">=1,<2"`` (a PEP 440 specifier); plugins whose
+range excludes :data:`API_VERSION` are skipped with a message.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import traceback
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any, Iterable
+
+import pluggy
+
+from . import hookspecs
+from .errors import ConfigError, PluginError
+from .registry import KINDS, ComponentSpec, Provenance, Registry
+
+#: Version of the core plugin API that plugins declare compatibility with.
+API_VERSION = "1.0"
+ENTRY_POINT_GROUP = "diffusekit"
+CORE_DISTRIBUTION = "diffusekit"
+
+
+@dataclass
+class PluginInfo:
+    """What ``diffusekit plugins`` shows for one plugin."""
+
+    name: str
+    distribution: str | None = None
+    version: str | None = None
+    module: str | None = None
+    status: str = "loaded"  # loaded | error | skipped | disabled
+    error: str | None = None
+    components: list[tuple[str, str]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "distribution": self.distribution,
+            "version": self.version,
+            "module": self.module,
+            "status": self.status,
+            "error": self.error,
+            "components": {
+                kind: sorted(n for k, n in self.components if k == kind)
+                for kind in sorted({k for k, _ in self.components})
+            },
+        }
+
+
+def _env_list(var: str) -> set[str] | None:
+    raw = os.environ.get(var)
+    if raw is None:
+        return None
+    return {p.strip() for p in raw.split(",") if p.strip()}
+
+
+def _strict() -> bool:
+    return os.environ.get("DIFFUSEKIT_STRICT_PLUGINS", "").lower() in {"1", "true", "yes", "on"}
+
+
+def _api_compatible(module: Any) -> str | None:
+    """Return an error message if the module's declared API range excludes ours."""
+    declared = getattr(module, "DIFFUSEKIT_API", None)
+    if not declared:
+        return None
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+    try:
+        spec = SpecifierSet(str(declared))
+    except InvalidSpecifier:
+        return f"declares an invalid DIFFUSEKIT_API {declared!r} (expected e.g. '>=1,<2')"
+    if API_VERSION not in spec:
+        return (
+            f"supports diffusekit plugin API {declared!r} but this core provides {API_VERSION}; "
+            "upgrade the plugin or diffusekit"
+        )
+    return None
+
+
+class PluginManager:
+    """Discovers plugins once, lazily, and fills a :class:`Registry`."""
+
+    def __init__(self, registry: Registry | None = None, entry_points: Iterable | None = None):
+        self.registry = registry if registry is not None else Registry()
+        self.pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
+        self.pm.add_hookspecs(hookspecs)
+        self.infos: dict[str, PluginInfo] = {}
+        self._entry_points = entry_points
+        self._loaded = False
+        self._lock = threading.RLock()
+
+    # -- discovery ----------------------------------------------------------------------
+    def _discover(self) -> list:
+        if self._entry_points is not None:
+            eps = list(self._entry_points)
+        else:
+            eps = list(metadata.entry_points(group=ENTRY_POINT_GROUP))
+        # Built-ins first (deterministic), then third-party plugins by name.
+        def key(ep):
+            dist = ep.dist.name if getattr(ep, "dist", None) else ""
+            return (dist != CORE_DISTRIBUTION, dist, ep.name)
+
+        return sorted(eps, key=key)
+
+    def ensure_loaded(self) -> None:
+        if self._loaded:
+            return
+        with self._lock:
+            if self._loaded:
+                return
+            self._loaded = True
+            only = _env_list("DIFFUSEKIT_LOAD_PLUGINS")
+            disabled = _env_list("DIFFUSEKIT_DISABLE_PLUGINS") or set()
+            for ep in self._discover():
+                dist = getattr(ep, "dist", None)
+                dist_name = dist.name if dist else None
+                names = {ep.name, dist_name} - {None}
+                info = PluginInfo(
+                    name=ep.name,
+                    distribution=dist_name,
+                    version=dist.version if dist else None,
+                    module=ep.value,
+                )
+                if ep.name in self.infos:
+                    info.status, info.error = "skipped", (
+                        f"entry point name {ep.name!r} is already used by distribution "
+                        f"{self.infos[ep.name].distribution!r}"
+                    )
+                    self.infos[f"{ep.name}@{dist_name}"] = info
+                    self._fail(info)
+                    continue
+                self.infos[ep.name] = info
+                if only is not None and not (names & only):
+                    info.status = "disabled"
+                    continue
+                if names & disabled:
+                    info.status = "disabled"
+                    continue
+                self._load_entry_point(ep, info)
+
+    def _fail(self, info: PluginInfo) -> None:
+        if _strict():
+            raise PluginError(f"diffusekit plugin {info.name!r} failed: {info.error}")
+
+    def _load_entry_point(self, ep, info: PluginInfo) -> None:
+        try:
+            module = ep.load()
+        except Exception as exc:  # noqa: BLE001 - any import failure is isolated
+            info.status = "error"
+            info.error = f"Error importing plugin {info.name!r}: {type(exc).__name__}: {exc}"
+            info.traceback = traceback.format_exc()  # type: ignore[attr-defined]
+            self._fail(info)
+            return
+        self.load_module(module, info)
+
+    def load_module(self, module: Any, info: PluginInfo | None = None) -> PluginInfo:
+        """Register one plugin object (module or instance) with per-plugin rollback."""
+        if info is None:
+            name = getattr(module, "__name__", repr(module))
+            info = PluginInfo(name=name, module=name)
+            self.infos[name] = info
+        message = _api_compatible(module)
+        if message:
+            info.status, info.error = "skipped", message
+            self._fail(info)
+            return info
+        provenance = Provenance(info.name, info.distribution, info.version)
+        staged: list[tuple[ComponentSpec, bool]] = []
+        try:
+            self.pm.register(module, name=info.name)
+        except Exception as exc:  # noqa: BLE001 - validation errors leave partial state
+            if self.pm.is_registered(module):
+                self.pm.unregister(module)
+            info.status, info.error = "error", f"invalid hook implementation: {exc}"
+            self._fail(info)
+            return info
+        try:
+            for kind, hookname in KINDS.items():
+                caller = getattr(self.pm.hook, hookname)
+                for impl in caller.get_hookimpls():
+                    if impl.plugin is not module:
+                        continue
+
+                    def register(name, obj, config=None, description="", override=False,
+                                 _kind=kind, **extra):
+                        spec = self.registry.make_spec(
+                            _kind, name, obj, config, description, provenance, **extra
+                        )
+                        staged.append((spec, override))
+                        return spec
+
+                    impl.function(register=register)
+            # Check every name before committing anything (all or nothing).
+            seen: set[tuple[str, str]] = set()
+            for spec, override in staged:
+                key = (spec.kind, spec.name)
+                if key in seen:
+                    raise ConfigError(f"plugin registers {spec.kind} {spec.name!r} twice")
+                seen.add(key)
+                if key in self.registry and not override:
+                    self.registry.add(spec)  # raises the duplicate error naming both
+        except Exception as exc:  # noqa: BLE001 - rollback
+            self.pm.unregister(module)
+            info.status = "error"
+            info.error = f"{type(exc).__name__}: {exc}"
+            info.traceback = traceback.format_exc()  # type: ignore[attr-defined]
+            self._fail(info)
+            return info
+        for spec, override in staged:
+            self.registry.add(spec, override=override)
+            info.components.append((spec.kind, spec.name))
+        info.status = "loaded"
+        return info
+
+    # -- queries --------------------------------------------------------------------------
+    def plugin_infos(self) -> list[PluginInfo]:
+        self.ensure_loaded()
+        return list(self.infos.values())
+
+
+_manager: PluginManager | None = None
+_manager_lock = threading.Lock()
+
+
+def get_manager() -> PluginManager:
+    """The process-wide plugin manager (created on first use; plugins load on first access)."""
+    global _manager
+    if _manager is None:
+        with _manager_lock:
+            if _manager is None:
+                _manager = PluginManager()
+    return _manager
+
+
+def set_manager(manager: PluginManager | None) -> PluginManager | None:
+    """Swap the process-wide manager (used by the isolated-registry test fixture)."""
+    global _manager
+    old, _manager = _manager, manager
+    return old
+
+
+def get_registry() -> Registry:
+    """The process-wide registry with every enabled plugin loaded."""
+    manager = get_manager()
+    manager.ensure_loaded()
+    return manager.registry

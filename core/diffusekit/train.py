@@ -1,0 +1,253 @@
+"""Training loop: AdamW, linear warm-up, gradient clipping, EMA, tqdm, periodic checkpoints
+(safetensors + JSON state, RNG included) with exact resume, and DDP under ``torchrun``."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import ConfigError, NonFiniteError
+
+CHECKPOINT_DIR = "checkpoint"
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    resumed_from: int = 0
+
+    @property
+    def final_loss(self) -> float:
+        tail = self.losses[-50:]
+        return float(sum(tail) / max(len(tail), 1))
+
+
+def _as_data(data: Any, generator=None):
+    """Normalise training data to (x, cond) tensors."""
+    if isinstance(data, str):
+        from .api import create
+
+        data = create("dataset", data, loc="data")
+    if callable(data) and not torch.is_tensor(data):
+        data = data()
+    if isinstance(data, dict) and "x" in data:
+        return data["x"], data.get("cond")
+    if isinstance(data, (tuple, list)) and len(data) == 2 and torch.is_tensor(data[0]):
+        return data[0], data[1]
+    if torch.is_tensor(data):
+        return data, None
+    raise ConfigError(
+        f"data must be a Tensor (N, ...), a (x, cond) tuple, a dict with 'x', or a dataset name; "
+        f"got {type(data).__name__}", loc="data")
+
+
+def _distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if world > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            dist.init_process_group(backend=backend)
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
+
+
+class EMA:
+    """Exponential moving average of parameters: p_ema <- d p_ema + (1 - d) p."""
+
+    def __init__(self, module: nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, module: nn.Module) -> None:
+        for k, v in module.state_dict().items():
+            s = self.shadow[k]
+            if v.is_floating_point():
+                s.mul_(self.decay).add_(v.detach(), alpha=1 - self.decay)
+            else:
+                s.copy_(v)
+
+    def copy_to(self, module: nn.Module) -> None:
+        module.load_state_dict(self.shadow)
+
+
+def _rng_tensors(gens: dict[str, torch.Generator]) -> dict[str, torch.Tensor]:
+    out = {f"rng.{k}": g.get_state() for k, g in gens.items()}
+    out["rng.torch"] = torch.get_rng_state()
+    return out
+
+
+def _save_checkpoint(path: Path, step: int, pipe, opt, ema: EMA | None, gens, losses, rank: int, world: int) -> None:
+    from safetensors.torch import save_file
+
+    from .io import state_tensors
+
+    path.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        tensors = {f"model.{k}": v for k, v in state_tensors(pipe).items()}
+        if ema is not None:
+            tensors.update({f"ema.{k}": v.cpu().contiguous() for k, v in ema.shadow.items()})
+        osd = opt.state_dict()
+        for idx, st in osd["state"].items():
+            for key, val in st.items():
+                if torch.is_tensor(val):
+                    tensors[f"optim.{idx}.{key}"] = val.detach().cpu().contiguous()
+        save_file(tensors, str(path / "state.safetensors"))
+        meta = {
+            "step": step,
+            "param_groups": osd["param_groups"],
+            "optim_scalars": {str(i): {k: v for k, v in st.items() if not torch.is_tensor(v)}
+                              for i, st in osd["state"].items()},
+            "losses": losses,
+            "world_size": world,
+            "pipeline": pipe.config,
+        }
+        (path / "state.json").write_text(json.dumps(meta))
+    save_file(_rng_tensors(gens), str(path / f"rng_rank{rank}.safetensors"))
+
+
+def _load_checkpoint(path: Path, pipe, opt, ema: EMA | None, gens, rank: int) -> tuple[int, list[float]]:
+    from safetensors.torch import load_file
+
+    meta = json.loads((path / "state.json").read_text())
+    tensors = load_file(str(path / "state.safetensors"))
+    for prefix, module in pipe.modules().items():
+        sub = {k[len("model." + prefix) + 1:]: v for k, v in tensors.items() if k.startswith(f"model.{prefix}.")}
+        module.load_state_dict(sub)
+    if ema is not None:
+        for k in ema.shadow:
+            ema.shadow[k].copy_(tensors[f"ema.{k}"])
+    state: dict[int, dict[str, Any]] = {}
+    for k, v in tensors.items():
+        if k.startswith("optim."):
+            _, idx, key = k.split(".", 2)
+            state.setdefault(int(idx), {})[key] = v
+    for idx, scalars in meta.get("optim_scalars", {}).items():
+        state.setdefault(int(idx), {}).update(scalars)
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    rng_path = path / f"rng_rank{rank}.safetensors"
+    if rng_path.exists():
+        rng = load_file(str(rng_path))
+        for k, g in gens.items():
+            g.set_state(rng[f"rng.{k}"])
+        torch.set_rng_state(rng["rng.torch"])
+    return int(meta["step"]), list(meta.get("losses", []))
+
+
+def train(pipe, data: Any, steps: int = 1000, batch_size: int = 256, lr: float = 2e-3,
+          weight_decay: float = 0.0, warmup: int = 0, grad_clip: float | None = 1.0,
+          ema: float | None = 0.999, seed: int = 0, out_dir: str | os.PathLike | None = None,
+          checkpoint_every: int = 0, resume: bool = False, progress: bool = False,
+          log_every: int = 0, device=None, stop_after: int | None = None) -> TrainResult:
+    """Train ``pipe`` on ``data``; returns a :class:`TrainResult`.
+
+    Under ``torchrun`` (WORLD_SIZE > 1) the network is wrapped in DDP (gloo on CPU, NCCL on
+    CUDA) and each rank draws ``batch_size // world_size`` samples per step. With ``ema`` the
+    pipeline ends with the EMA weights. ``checkpoint_every`` writes ``out_dir/checkpoint``;
+    ``resume=True`` continues from it exactly (same batches, noise and optimizer state).
+    ``stop_after`` ends the run early after that many steps (used to test resumption).
+    """
+    if steps < 1:
+        raise ConfigError(f"steps must be >= 1, got {steps}", loc="train.steps")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}", loc="train.batch_size")
+    if (checkpoint_every or resume) and out_dir is None:
+        raise ConfigError("checkpointing / resume needs out_dir", loc="train.out_dir")
+    world, rank = _distributed()
+    if device is not None:
+        pipe.to(device)
+    device = pipe.device
+    x_all, c_all = _as_data(data)
+    if pipe.sample_shape is None:
+        pipe.sample_shape = tuple(x_all.shape[1:])
+    pipe.process.check_state(x_all[:1], pipe.sample_shape, loc="data")
+    if batch_size % world:
+        raise ConfigError(f"batch_size {batch_size} is not divisible by the {world} processes", loc="train.batch_size")
+    local_bs = batch_size // world
+    gens = {"data": torch.Generator().manual_seed(seed * 7919 + rank),
+            "noise": torch.Generator().manual_seed(seed * 104729 + 1 + rank)}
+    torch.manual_seed(seed + rank)
+    params = [p for p in pipe.parameters() if p.requires_grad]
+    if not params:
+        raise ConfigError("the pipeline has no trainable parameters", loc="network")
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    ema_tracker = EMA(pipe.network, ema) if ema else None
+    network = pipe.network
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        network = DDP(pipe.network)
+    ckpt = Path(out_dir) / CHECKPOINT_DIR if out_dir is not None else None
+    start, losses = 0, []
+    if resume and ckpt is not None and (ckpt / "state.json").exists():
+        start, losses = _load_checkpoint(ckpt, pipe, opt, ema_tracker, gens, rank)
+    bar = None
+    if progress and rank == 0:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, initial=start, desc="training", disable=None)
+    t0 = time.perf_counter()
+    pipe.train()
+    n_data = x_all.shape[0]
+    end = steps if stop_after is None else min(steps, start + stop_after)
+    for step in range(start, end):
+        scale = min(1.0, (step + 1) / warmup) if warmup else 1.0
+        for group in opt.param_groups:
+            group["lr"] = lr * scale
+        idx = torch.randint(n_data, (local_bs,), generator=gens["data"])
+        x0 = x_all[idx].to(device)
+        cond = c_all[idx].to(device) if c_all is not None else None
+        loss = pipe.loss(x0, cond, generator=gens["noise"], network=network)
+        if not torch.isfinite(loss):
+            raise NonFiniteError(f"training loss became {loss.item()} at step {step}; lower lr or check data",
+                                 step=step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if world > 1 and pipe.conditioner is not None:
+            import torch.distributed as dist
+
+            for p in pipe.conditioner.parameters():
+                if p.grad is not None:
+                    dist.all_reduce(p.grad)
+                    p.grad /= world
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        opt.step()
+        if ema_tracker is not None:
+            ema_tracker.update(pipe.network)
+        value = float(loss.detach())
+        losses.append(value)
+        if bar is not None:
+            bar.update(1)
+            if step % 20 == 0:
+                bar.set_postfix(loss=f"{value:.4f}")
+        if log_every and rank == 0 and (step + 1) % log_every == 0:
+            print(f"step {step + 1}/{steps} loss {sum(losses[-log_every:]) / log_every:.5f}", flush=True)
+        if checkpoint_every and (step + 1) % checkpoint_every == 0 and ckpt is not None:
+            _save_checkpoint(ckpt, step + 1, pipe, opt, ema_tracker, gens, losses, rank, world)
+    if bar is not None:
+        bar.close()
+    if stop_after is not None and end < steps:
+        if ckpt is not None:
+            _save_checkpoint(ckpt, end, pipe, opt, ema_tracker, gens, losses, rank, world)
+        return TrainResult(end, losses, time.perf_counter() - t0, start)
+    if ema_tracker is not None:
+        ema_tracker.copy_to(pipe.network)
+    pipe.eval()
+    if out_dir is not None and rank == 0:
+        pipe.save(out_dir)
+    return TrainResult(steps, losses, time.perf_counter() - t0, start)
+
+

@@ -1,0 +1,149 @@
+"""Gaussian parameterizations eps, x0, v, score for any AffineGaussian process.
+
+Loss (Song et al. 2021, eq. 7) with x_t = a x0 + b y + c eps, t ~ p(t):
+
+* ``weighting="native"``: mean |f_theta - target|^2 on the network's own target
+  (eps, x0, v, or c * score = -eps for ``score``, i.e. lambda(t) = sigma^2).
+* ``"sigma2"``: lambda = c^2 on the score, |c s_theta + eps|^2 = |eps_hat - eps|^2.
+* ``"likelihood"``: lambda = g(t)^2 (Song et al. 2021b), g^2 / c^2 |eps_hat - eps|^2. With
+  ``importance_sampling`` t is drawn with density proportional to g^2 / c^2 on
+  [train_eps, 1] (inverse CDF on a float64 grid) and the weight becomes the constant Z.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from diffusekit.config import ComponentConfig
+from diffusekit.errors import CompatibilityError
+from diffusekit.parameterization import Parameterization, Prediction
+from diffusekit.process import SDE, AffineGaussian, bcast
+from diffusekit.random import rand
+
+
+class GaussianLossConfig(ComponentConfig):
+    weighting: Literal["native", "sigma2", "likelihood"] = Field(
+        "native", description="loss weighting lambda(t)")
+    importance_sampling: bool = Field(False, description="with likelihood weighting: t ~ g^2/c^2")
+    reduce: Literal["mean", "sum"] = Field("mean", description="reduce over data dimensions")
+
+
+def _reduce(err: torch.Tensor, how: str) -> torch.Tensor:
+    per = err.flatten(1)
+    return per.mean(1) if how == "mean" else 0.5 * per.sum(1)
+
+
+class _ImportanceSampler:
+    """Inverse-CDF sampler for p(t) proportional to g(t)^2 / c(t)^2 on [eps, 1]."""
+
+    def __init__(self, process, eps: float, n: int = 20_001):
+        t = torch.linspace(eps, 1.0, n, dtype=torch.float64)
+        w = process.diffusion(t) ** 2 / process.coefficients(t)[2] ** 2
+        cdf = torch.cat([torch.zeros(1, dtype=torch.float64),
+                         torch.cumsum((w[1:] + w[:-1]) / 2 * (t[1:] - t[:-1]), 0)])
+        self.Z = float(cdf[-1])
+        self.t, self.cdf = t, cdf / cdf[-1]
+
+    def sample(self, n, generator, device):
+        u = rand((n,), generator, "cpu", torch.float64)
+        idx = torch.searchsorted(self.cdf, u).clamp(1, len(self.t) - 1)
+        c0, c1 = self.cdf[idx - 1], self.cdf[idx]
+        t0, t1 = self.t[idx - 1], self.t[idx]
+        frac = (u - c0) / (c1 - c0).clamp_min(1e-300)
+        return (t0 + frac * (t1 - t0)).to(device=device, dtype=torch.float32)
+
+
+class GaussianParameterization(Parameterization):
+    """Base of eps / x0 / v / score parameterizations."""
+
+    Config = GaussianLossConfig
+    requires = (AffineGaussian,)
+
+    def _target(self, x0, eps, a, c, z_t):
+        raise NotImplementedError
+
+    def loss(self, denoiser, x0, cond=None, generator=None):
+        process = denoiser.process
+        cfg = self.config
+        n = x0.shape[0]
+        iw = None
+        if cfg.weighting == "likelihood" and cfg.importance_sampling:
+            if not isinstance(process, SDE):
+                raise CompatibilityError("likelihood weighting needs an SDE process (it uses g(t))")
+            cache = self.__dict__.setdefault("_is", {})
+            key = id(process)
+            if key not in cache:
+                cache[key] = _ImportanceSampler(process, getattr(process.config, "train_eps", process.t_min))
+            t = cache[key].sample(n, generator, x0.device)
+            iw = cache[key].Z
+        else:
+            t = process.sample_time(n, generator, x0.device)
+        pert = process.perturb(x0, t, cond, generator)
+        pred = denoiser(pert.x_t, t, cond)
+        a, _, c = process.coefficients(t)
+        if cfg.weighting == "native":
+            target = self._target(x0, pert.noise, bcast(a, x0), bcast(c, x0), pert.x_t)
+            err = (pred.get(self.output) - target) ** 2
+            return _reduce(err, cfg.reduce).mean()
+        err = _reduce((pred.eps - pert.noise) ** 2, cfg.reduce)
+        if cfg.weighting == "likelihood":
+            if iw is not None:
+                err = err * iw
+            else:
+                if not isinstance(process, SDE):
+                    raise CompatibilityError("likelihood weighting needs an SDE process (it uses g(t))")
+                err = err * process.diffusion(t) ** 2 / c ** 2
+        return err.mean()
+
+
+class Eps(GaussianParameterization):
+    """The network predicts the noise eps (DDPM)."""
+
+    output = "eps"
+
+    def _target(self, x0, eps, a, c, z_t):
+        return eps
+
+
+class X0(GaussianParameterization):
+    """The network predicts the clean data x0."""
+
+    output = "x0"
+
+    def _target(self, x0, eps, a, c, z_t):
+        return x0
+
+
+class V(GaussianParameterization):
+    """The network predicts v = (a eps - c x0) / sqrt(a^2 + c^2) (Salimans & Ho 2022)."""
+
+    output = "v"
+
+    def _target(self, x0, eps, a, c, z_t):
+        return (a * eps - c * x0) / torch.sqrt(a * a + c * c)
+
+
+class Score(GaussianParameterization):
+    """The network predicts the score grad log p_t(x) = -eps / c; native loss |c s + eps|^2."""
+
+    output = "score"
+
+    def _target(self, x0, eps, a, c, z_t):
+        return -eps / c
+
+    def loss(self, denoiser, x0, cond=None, generator=None):
+        if self.config.weighting == "native":
+            # sigma^2 weighting: |c * s_theta + eps|^2 (Song et al. 2021, losses.py)
+            process = denoiser.process
+            t = process.sample_time(x0.shape[0], generator, x0.device)
+            pert = process.perturb(x0, t, cond, generator)
+            pred = denoiser(pert.x_t, t, cond)
+            c = bcast(process.coefficients(t)[2], x0)
+            return _reduce((c * pred.score + pert.noise) ** 2, self.config.reduce).mean()
+        return super().loss(denoiser, x0, cond, generator)
+
+
+__all__ = ["Eps", "X0", "V", "Score", "Prediction"]
