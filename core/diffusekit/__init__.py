@@ -7,26 +7,31 @@ public function is first used.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+import sys
+import types
+from typing import Any, Callable
 
 __version__ = "0.1.0"
 
 _LAZY = {
     # registry-level API
-    "plugins": ("api", "plugins"),
+    # ``plugins``, ``registry``, ``train`` and ``export`` are both submodules and functions:
+    # the submodules are made callable (see ``callable_module``), so ``dk.train(...)`` and
+    # ``dk.train.EMA`` both work whichever was imported first.
+    "plugins": ("plugins", None),
     "components": ("api", "components"),
     "create": ("api", "create"),
     "info": ("api", "info"),
     "schema": ("api", "schema"),
-    "registry": ("plugins", "get_registry"),
+    "registry": ("registry", None),
     "plugin_manager": ("plugins", "get_manager"),
     "hookimpl": ("hookspecs", "hookimpl"),
     "API_VERSION": ("plugins", "API_VERSION"),
     # composition
     "Pipeline": ("pipeline", "Pipeline"),
     "SamplingResult": ("pipeline", "SamplingResult"),
-    "train": ("train", "train"),
-    "export": ("export", "export"),
+    "train": ("train", None),
+    "export": ("export", None),
     # interfaces
     "Component": ("config", "Component"),
     "ComponentConfig": ("config", "ComponentConfig"),
@@ -61,12 +66,26 @@ _LAZY = {
 __all__ = sorted(_LAZY) + ["__version__"]
 
 
+def callable_module(module_name: str, target: Callable[[], Callable[..., Any]]) -> None:
+    """Make the already-imported module ``module_name`` callable: ``module(*a)`` runs
+    ``target()(*a)``. Used for submodules whose name is also a public function."""
+    module = sys.modules[module_name]
+
+    class _CallableModule(types.ModuleType):
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            return target()(*args, **kwargs)
+
+    _CallableModule.__name__ = f"callable module {module_name}"
+    module.__class__ = _CallableModule
+
+
 def __getattr__(name: str) -> Any:
     try:
         module, attr = _LAZY[name]
     except KeyError:
         raise AttributeError(f"module 'diffusekit' has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+    mod = importlib.import_module(f"{__name__}.{module}")
+    value = mod if attr is None else getattr(mod, attr)
     globals()[name] = value
     return value
 

@@ -29,3 +29,9 @@ def export(pipe, format: str, path, **options) -> Any:
 
     exporter = create("exporter", format, loc="format")
     return exporter.export(pipe, path, **options)
+
+
+# ``dk.export(pipe, "onnx", path)`` calls :func:`export` although it is this module's name.
+from . import callable_module as _callable_module  # noqa: E402
+
+_callable_module(__name__, lambda: export)

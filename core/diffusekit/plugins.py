@@ -256,3 +256,15 @@ def get_registry() -> Registry:
     manager = get_manager()
     manager.ensure_loaded()
     return manager.registry
+
+
+def _public_function():
+    from .api import plugins
+
+    return plugins
+
+
+# ``dk.plugins()`` lists the plugins although ``diffusekit.plugins`` is this module.
+from . import callable_module as _callable_module  # noqa: E402
+
+_callable_module(__name__, _public_function)

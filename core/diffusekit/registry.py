@@ -192,3 +192,15 @@ class Registry:
 
 
 RegisterFn = Callable[..., ComponentSpec]
+
+
+def _public_function():
+    from .plugins import get_registry
+
+    return get_registry
+
+
+# ``dk.registry()`` returns the loaded process-wide registry although it is this module's name.
+from . import callable_module as _callable_module  # noqa: E402
+
+_callable_module(__name__, _public_function)

@@ -251,3 +251,9 @@ def train(pipe, data: Any, steps: int = 1000, batch_size: int = 256, lr: float =
     return TrainResult(steps, losses, time.perf_counter() - t0, start)
 
 
+
+
+# ``dk.train(pipe, data, ...)`` calls :func:`train` although ``diffusekit.train`` is this module.
+from . import callable_module as _callable_module  # noqa: E402
+
+_callable_module(__name__, lambda: train)
