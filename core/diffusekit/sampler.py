@@ -129,7 +129,7 @@ class StepSampler(Sampler):
             x, carry, pred = self.step(x, i, plan, denoiser, cond, generator, carry)
             tracker.update(x, i)
             if callback is not None:
-                out = callback({"i": i, "t": plan.t[i + 1], "x": x, "prediction": pred})
+                out = callback({"i": i, "t": plan.t[i + 1], "x": x, "prediction": pred, "generator": generator})
                 if out is not None:  # a callback (e.g. inpainting guidance) may replace the state
                     x = out
         x = self.finalize(x, plan, denoiser, cond, carry)
