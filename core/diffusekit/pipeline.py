@@ -14,13 +14,13 @@ from torch import nn
 from .api import create, spec_of
 from .conditioner import Conditioner
 from .denoiser import Denoiser
-from .errors import CompatibilityError, ConfigError
+from .errors import CompatibilityError, ConfigError, NonFiniteError, ShapeError
 from .guidance import Guidance
 from .parameterization import Parameterization
 from .plugins import get_registry
 from .process import ForwardProcess, capabilities_of
 from .random import as_generators
-from .sampler import Sampler
+from .sampler import FiniteTracker, Sampler
 
 COMPONENT_KINDS = ("process", "parameterization", "network", "sampler", "guidance", "conditioner")
 
@@ -46,6 +46,48 @@ def _resolve(kind: str, value: Any, base: type | None = None) -> Any:
             f"got {type(value).__name__}", loc=kind,
         )
     return value
+
+
+def _batch_of(x: Any) -> int | None:
+    if torch.is_tensor(x):
+        return x.shape[0] if x.ndim else None
+    if isinstance(x, dict):
+        for v in x.values():
+            b = _batch_of(v)
+            if b is not None:
+                return b
+    return None
+
+
+def _is_state(x: Any) -> bool:
+    return torch.is_tensor(x) or (isinstance(x, dict) and bool(x) and all(torch.is_tensor(v) for v in x.values()))
+
+
+def _first_tensor(x: Any) -> torch.Tensor:
+    return x if torch.is_tensor(x) else next(iter(x.values()))
+
+
+def _all_finite(x: Any) -> bool:
+    """True unless a floating / complex tensor of the state holds NaN or Inf (one host sync)."""
+    if not _is_state(x):
+        return True
+    tensors = [v for v in ([x] if torch.is_tensor(x) else x.values()) if v.is_floating_point() or v.is_complex()]
+    if not tensors:
+        return True
+    return bool(torch.stack([torch.isfinite(v).all() for v in tensors]).all())
+
+
+def check_cond(cond: Any, n: int, loc: str = "cond") -> None:
+    """A Tensor (or dict of Tensors) condition must have one entry per sample."""
+    if cond is None:
+        return
+    tensors = {loc: cond} if torch.is_tensor(cond) else (
+        {f"{loc}.{k}": v for k, v in cond.items() if torch.is_tensor(v)} if isinstance(cond, dict) else {})
+    for where, v in tensors.items():
+        if v.ndim == 0 or v.shape[0] != n:
+            raise ShapeError(
+                f"{where}: condition has shape {tuple(v.shape)} but the batch has {n} samples; "
+                f"give one condition per sample (first dimension {n})")
 
 
 def _missing(requires: Sequence[type], process: Any) -> list[str]:
@@ -120,9 +162,11 @@ class Pipeline:
                 f"{caps}; samplers that fit: {self._fitting('sampler')}")
         accepts = getattr(self.sampler, "accepts_parameterizations", None)
         if accepts is not None and self.parameterization.output not in accepts:
+            fits = [s.name for s in get_registry().specs("parameterization")
+                    if getattr(s.obj, "output", None) in accepts and not _missing(getattr(s.obj, "requires", ()), proc)]
             raise CompatibilityError(
                 f"sampler {type(self.sampler).__name__} works with predictions {sorted(accepts)}, "
-                f"not {self.parameterization.output!r}")
+                f"not {self.parameterization.output!r}; parameterizations that fit: {fits}")
         for g in self.guidance:
             miss = _missing(g.requires, proc)
             if miss:
@@ -170,6 +214,7 @@ class Pipeline:
         """The (optionally guided) denoiser; ``network`` overrides (e.g. a DDP wrapper)."""
         d = Denoiser(network if network is not None else self.network, self.parameterization,
                      self.process, self.conditioner)
+        d.buffers = self.buffers
         if guided:
             for g in self.guidance:
                 d = g.wrap(d, self.conditioner)
@@ -179,6 +224,10 @@ class Pipeline:
     def loss(self, x0: Any, cond: Any = None, generator=None, network=None) -> torch.Tensor:
         """Differentiable scalar loss for a batch of data (conditioner dropout applied)."""
         self.process.check_state(x0, self.sample_shape, loc="x0")
+        n = _batch_of(x0)
+        if not n:
+            raise ShapeError("x0: expected a non-empty batch (first dimension >= 1)")
+        check_cond(cond, n)
         if cond is not None and self.conditioner is not None:
             cond = self.conditioner.drop(cond, generator)
         return self.parameterization.loss(self.denoiser(guided=False, network=network), x0, cond, generator)
@@ -192,15 +241,21 @@ class Pipeline:
         Returns the samples, or a :class:`SamplingResult` with the trajectory and NFE when
         ``return_trajectory``. ``self.last_nfe`` always holds the network evaluations used.
         """
-        if not isinstance(n, int) or n < 1:
-            raise ConfigError(f"n must be a positive integer, got {n!r}", loc="n")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ConfigError(f"n must be a positive integer (number of samples), got {n!r}", loc="n")
+        check_cond(cond, n)
+        if x_init is not None and _batch_of(x_init) != n:
+            raise ShapeError(f"x_init: batch {_batch_of(x_init)} != n = {n}")
         sampler = _resolve("sampler", sampler, Sampler) if sampler is not None else self.sampler
         if sampler is not self.sampler:
             miss = _missing(sampler.requires, self.process)
             if miss:
                 raise CompatibilityError(f"sampler {type(sampler).__name__} needs {miss}; samplers that fit: "
                                          f"{self._fitting('sampler')}")
-        gens = as_generators(generator, n if isinstance(generator, (list, tuple)) else None)
+        try:
+            gens = as_generators(generator, n if isinstance(generator, (list, tuple)) else None)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(str(exc), loc="generator") from None
         device = torch.device(device) if device is not None else self.device
         if x_init is None:
             if self.sample_shape is None:
@@ -219,12 +274,19 @@ class Pipeline:
             bar = tqdm(total=sampler.expected_nfe() or getattr(sampler.config, "steps", None),
                        desc=f"sampling ({type(sampler).__name__})", leave=False, disable=None)
         hooks = [g for g in self.guidance if type(g).on_step is not Guidance.on_step]
+        # Backstop for samplers that do not track non-finite states themselves: the first
+        # bad step is recorded on the device and reported once at the end (no per-step sync).
+        trackers: list[FiniteTracker] = []
 
         def _callback(info):
             x = info["x"]
             for g in hooks:
                 x = g.on_step(x, info)
             info["x"] = x
+            if _is_state(x):
+                if not trackers:
+                    trackers.append(FiniteTracker(_first_tensor(x).device))
+                trackers[0].update(x, int(info.get("i", 0)))
             if return_trajectory:
                 trajectory.append(x.detach().cpu().clone() if torch.is_tensor(x) else
                                   {k: v.detach().cpu().clone() for k, v in x.items()})
@@ -249,6 +311,11 @@ class Pipeline:
             if bar is not None:
                 bar.close()
         self.last_nfe = denoiser.nfe
+        if trackers:
+            trackers[0].check(f"sampler {type(sampler).__name__}")
+        if not _all_finite(out):
+            raise NonFiniteError(f"sampler {type(sampler).__name__}: the final state is NaN/Inf; check the "
+                                 "network output and the time grid's end point", step=None)
         if return_trajectory:
             return SamplingResult(out, trajectory, denoiser.nfe, time.perf_counter() - start)
         return out

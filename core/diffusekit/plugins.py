@@ -14,6 +14,7 @@ range excludes :data:`API_VERSION` are skipped with a message.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import traceback
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ class PluginInfo:
     status: str = "loaded"  # loaded | error | skipped | disabled
     error: str | None = None
     components: list[tuple[str, str]] = field(default_factory=list)
+    traceback: str | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -59,11 +61,16 @@ class PluginInfo:
         }
 
 
+def normalize(name: str) -> str:
+    """PEP 503 normalisation: ``Diffusekit_Plugin.Template`` -> ``diffusekit-plugin-template``."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def _env_list(var: str) -> set[str] | None:
     raw = os.environ.get(var)
     if raw is None:
         return None
-    return {p.strip() for p in raw.split(",") if p.strip()}
+    return {normalize(p.strip()) for p in raw.split(",") if p.strip()}
 
 
 def _strict() -> bool:
@@ -87,6 +94,22 @@ def _api_compatible(module: Any) -> str | None:
             "upgrade the plugin or diffusekit"
         )
     return None
+
+
+def _unknown_hooks(module: Any) -> str | None:
+    """Message naming hook implementations that match no hook spec (typos), or None."""
+    import difflib
+
+    known = set(KINDS.values())
+    bad = []
+    for attr in dir(module):
+        fn = getattr(module, attr, None)
+        if callable(fn) and hasattr(fn, f"{ENTRY_POINT_GROUP}_impl") and attr not in known:
+            close = difflib.get_close_matches(attr, sorted(known), n=1)
+            bad.append(f"{attr!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    if not bad:
+        return None
+    return f"unknown hook implementation {', '.join(bad)}; hooks are {sorted(known)}"
 
 
 class PluginManager:
@@ -126,7 +149,7 @@ class PluginManager:
             for ep in self._discover():
                 dist = getattr(ep, "dist", None)
                 dist_name = dist.name if dist else None
-                names = {ep.name, dist_name} - {None}
+                names = {normalize(n) for n in (ep.name, dist_name) if n}
                 info = PluginInfo(
                     name=ep.name,
                     distribution=dist_name,
@@ -160,7 +183,7 @@ class PluginManager:
         except Exception as exc:  # noqa: BLE001 - any import failure is isolated
             info.status = "error"
             info.error = f"Error importing plugin {info.name!r}: {type(exc).__name__}: {exc}"
-            info.traceback = traceback.format_exc()  # type: ignore[attr-defined]
+            info.traceback = traceback.format_exc()
             self._fail(info)
             return
         self.load_module(module, info)
@@ -174,6 +197,11 @@ class PluginManager:
         message = _api_compatible(module)
         if message:
             info.status, info.error = "skipped", message
+            self._fail(info)
+            return info
+        unknown = _unknown_hooks(module)
+        if unknown:
+            info.status, info.error = "error", unknown
             self._fail(info)
             return info
         provenance = Provenance(info.name, info.distribution, info.version)
@@ -215,7 +243,7 @@ class PluginManager:
             self.pm.unregister(module)
             info.status = "error"
             info.error = f"{type(exc).__name__}: {exc}"
-            info.traceback = traceback.format_exc()  # type: ignore[attr-defined]
+            info.traceback = traceback.format_exc()
             self._fail(info)
             return info
         for spec, override in staged:
