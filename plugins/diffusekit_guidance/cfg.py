@@ -1,0 +1,175 @@
+"""Classifier-free guidance (CFG) and manifold-constrained CFG (CFG++).
+
+CFG (Ho & Salimans 2022, eq. 6): eps_w = eps_u + w (eps_c - eps_u), i.e. the score of
+p_t(x)^(1-w) p_t(x|y)^w. w = 1 is the conditional model, w = 0 the unconditional one. For
+logits predictions (masked discrete models) the same mixture is applied to log-probabilities.
+
+CFG++ (Chung et al. 2024, Algorithm 1): the denoised estimate is guided,
+x0_lam = x0_u + lam (x0_c - x0_u), lam in [0, 1], but the DDIM step renoises with the
+*unconditional* noise estimate: x_s = a_s x0_lam + c_s eps_u. The guided
+:class:`~diffusekit.parameterization.Prediction` therefore carries ``x0 = x0_lam`` and
+``eps = eps_u`` on purpose (not consistent with x_t); a sampler declares that its update reads
+them separately by the class attribute ``renoise_eps = True`` (DDIM form), and CFG++ refuses
+other samplers in ``check_fit``.
+
+Equivalence [derived]: for a DDIM (eta = 0) step t -> s on x_t = a x0 + c eps, CFG++ with lam is
+exactly CFG with w = lam / (1 - r), r = (c_s / a_s) / (c_t / a_t). Hence ``equivalent_w``
+chooses lam_i = w (1 - r_i) per step so that the trajectory equals CFG at w; with
+``equivalent_w = 1`` CFG++ samples the conditional distribution (tested against an exact oracle).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+from pydantic import Field
+
+from diffusekit.denoiser import DenoiserWrapper, per_sample_time
+from diffusekit.errors import CompatibilityError, ConfigError
+from diffusekit.guidance import Guidance
+from diffusekit.parameterization import Prediction
+from diffusekit.process import AffineGaussian, bcast
+from diffusekit.config import ComponentConfig
+
+from .batching import conditional_pair
+
+
+class CFGConfig(ComponentConfig):
+    scale: float = Field(3.0, ge=0.0, description="guidance scale w (1 = conditional model, 0 = unconditional)")
+    batched: bool = Field(True, description="one network call on a 2B batch (NFE 1) instead of two calls")
+
+
+class _ScaleMixin:
+    """A mutable ``scale`` attribute kept in sync with the (frozen) config."""
+
+    @property
+    def scale(self) -> float:
+        return float(self.config.scale)
+
+    @scale.setter
+    def scale(self, value: float) -> None:
+        self.config = type(self.config).model_validate({**self.config.model_dump(), "scale": value})
+        spec = getattr(self, "_dk_spec", None)
+        if spec is not None:
+            self._dk_spec = (spec[0], spec[1], self.config.model_dump(mode="json"))
+
+
+def _needs_null(pipe, name: str) -> None:
+    if pipe.conditioner is None:
+        raise CompatibilityError(
+            f"guidance {name!r} needs a conditioner with a null condition; add e.g. "
+            "conditioner={'name': 'label', 'num_classes': K} (trained with dropout > 0)")
+
+
+class CFGDenoiser(DenoiserWrapper):
+    """eps_w = eps_u + w (eps_c - eps_u) from one batched call."""
+
+    batch_factor = 2
+
+    def __init__(self, inner, conditioner, guidance: "CFG"):
+        super().__init__(inner)
+        self.conditioner = conditioner
+        self.guidance = guidance
+
+    @property
+    def scale(self) -> float:
+        return self.guidance.scale
+
+    def __call__(self, x_t, t, cond=None) -> Prediction:
+        t = per_sample_time(t, x_t)
+        pair = conditional_pair(self.inner, self.conditioner, x_t, t, cond, self.guidance.config.batched)
+        w = self.scale
+        c, u = pair.cond, pair.uncond
+        if "logits" in c.kinds:
+            lu = torch.log_softmax(u.logits, -1)
+            lc = torch.log_softmax(c.logits, -1)
+            return Prediction(c.process, x_t, t, cond, logits=lu + w * (lc - lu))
+        return Prediction(c.process, x_t, t, cond, eps=u.eps + w * (c.eps - u.eps))
+
+
+class CFG(_ScaleMixin, Guidance):
+    """Classifier-free guidance, batched in one network call (Ho & Salimans 2022)."""
+
+    Config = CFGConfig
+
+    def wrap(self, denoiser, conditioner=None):
+        return CFGDenoiser(denoiser, conditioner, self)
+
+    def check_fit(self, pipe) -> None:
+        _needs_null(pipe, "cfg")
+
+
+class CFGPPConfig(ComponentConfig):
+    scale: float = Field(0.6, ge=0.0, le=1.0, description="CFG++ guidance scale lambda in [0, 1]")
+    equivalent_w: Optional[float] = Field(
+        None, ge=0.0, description="if set, lambda is chosen per step so a DDIM step equals CFG at this w")
+    batched: bool = Field(True, description="one network call on a 2B batch (NFE 1)")
+
+
+class CFGPPDenoiser(DenoiserWrapper):
+    """Prediction with x0 = x0_u + lam (x0_c - x0_u) and eps = eps_u (renoising estimate)."""
+
+    batch_factor = 2
+
+    def __init__(self, inner, conditioner, guidance: "CFGPlusPlus"):
+        super().__init__(inner)
+        self.conditioner = conditioner
+        self.guidance = guidance
+
+    @property
+    def scale(self) -> float:
+        return self.guidance.scale
+
+    def __call__(self, x_t, t, cond=None) -> Prediction:
+        t = per_sample_time(t, x_t)
+        pair = conditional_pair(self.inner, self.conditioner, x_t, t, cond, self.guidance.config.batched)
+        c, u = pair.cond, pair.uncond
+        lam = bcast(self.guidance.lam(t, c.process), x_t)
+        return Prediction(c.process, x_t, t, cond, x0=u.x0 + lam * (c.x0 - u.x0), eps=u.eps)
+
+
+class CFGPlusPlus(_ScaleMixin, Guidance):
+    """CFG++: guided x0, unconditional eps for renoising (needs a ``renoise_eps`` sampler)."""
+
+    Config = CFGPPConfig
+    requires = (AffineGaussian,)
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self._grid: torch.Tensor | None = None
+
+    def wrap(self, denoiser, conditioner=None):
+        return CFGPPDenoiser(denoiser, conditioner, self)
+
+    def check_fit(self, pipe) -> None:
+        _needs_null(pipe, "cfg++")
+        sampler = pipe.sampler
+        if not getattr(sampler, "renoise_eps", False):
+            raise CompatibilityError(
+                f"cfg++ renoises with the unconditional eps, which needs a sampler whose update is "
+                f"x_s = a_s x0 + c_s eps (class attribute renoise_eps = True, e.g. DDIM); "
+                f"{type(sampler).__name__} does not declare it. Use 'cfg' with this sampler instead")
+        if self.config.equivalent_w is not None:
+            plan = getattr(sampler, "build_plan", None)
+            if plan is None:
+                raise CompatibilityError("cfg++ equivalent_w needs a fixed-step sampler with build_plan()")
+            self._grid = plan(pipe.process).t.to(torch.float64)
+
+    def lam(self, t: torch.Tensor, process) -> torch.Tensor:
+        """Per-sample lambda: the constant scale, or w (1 - r) at this step of the grid."""
+        w = self.config.equivalent_w
+        if w is None:
+            return torch.full_like(t, self.scale)
+        if self._grid is None:
+            raise ConfigError("cfg++ with equivalent_w must be attached to a Pipeline (check_fit reads the "
+                              "sampler's time grid)", loc="guidance.equivalent_w")
+        grid = self._grid.to(t.device)
+        t64 = t.to(torch.float64)
+        i = (grid[None] - t64[:, None]).abs().argmin(1)
+        s = grid[(i + 1).clamp_max(grid.shape[0] - 1)]
+        a_t, _, c_t = process.coefficients(t64)
+        a_s, _, c_s = process.coefficients(s)
+        r = (c_s / a_s) / (c_t / a_t)
+        lam = w * (1 - r)
+        return lam.clamp(0.0, 1.0).to(t.dtype)

@@ -1,0 +1,159 @@
+"""Feynman-Kac correctors with SMC resampling (Skreta et al. 2025, "Feynman-Kac Correctors in
+Diffusion: Annealing, Guidance, and Product of Experts").
+
+Target at every time: q_t proportional to prod_i p_i,t(x)^beta_i (annealing: one expert,
+beta; product of experts: beta = (1, 1); CFG: p_t(x)^(1-w) p_t(x|y)^w). Particles follow the
+reverse SDE whose score is S = sum_i beta_i s_i (s_i = grad log p_i,t). Writing the
+Fokker-Planck equations of the p_i and of the simulated process [derived here, it matches the
+paper's propositions], the weights that make the weighted particles distributed as q_t obey
+
+  d log w = [ (sum_i beta_i - 1) div f + g(t)^2 / 2 (|S|^2 - sum_i beta_i |s_i|^2) ] d tau,
+
+tau = reverse time. For linear drifts (VP, sub-VP, VE) div f does not depend on x and cancels
+on normalisation; at t = T the weights start at (sum_i beta_i - 1) log p_T(x_T) (the prior).
+Increments use the left point of each Euler-Maruyama step. Populations of ``group_size``
+particles are resampled systematically when their ESS drops below ``ess_threshold * M``; the
+final population is resampled once more (``final_resample``) so it is equally weighted.
+The weights of the last run are in ``log_weights``; particles interact, so results depend on
+the batch composition (by design).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+import torch
+from pydantic import Field
+
+from diffusekit.config import ComponentConfig
+from diffusekit.denoiser import Denoiser, DenoiserWrapper, per_sample_time
+from diffusekit.errors import CompatibilityError, ConfigError
+from diffusekit.guidance import Guidance
+from diffusekit.parameterization import Prediction
+from diffusekit.process import SDE, AffineGaussian, bcast
+
+from .batching import conditional_pair
+from .resampling import gather_state, population_size, systematic_resample
+
+
+class SMCConfig(ComponentConfig):
+    target: Literal["cfg", "anneal", "product"] = Field(
+        "cfg", description="cfg: p^(1-w) p(.|y)^w; anneal: p^beta; product: (p_1 p_2)^beta")
+    scale: float = Field(1.0, description="w for cfg, beta for anneal and product")
+    ess_threshold: float = Field(0.5, ge=0.0, le=1.0, description="resample when ESS < threshold * particles")
+    group_size: Optional[int] = Field(None, ge=1, description="particles per population (None: the whole batch)")
+    final_resample: bool = Field(True, description="resample after the last step (equal final weights)")
+    seed: int = Field(0, description="seed of the resampling generator")
+    batched: bool = Field(True, description="cfg target: one network call on a 2B batch")
+
+
+def _sq(v: torch.Tensor) -> torch.Tensor:
+    return (v * v).flatten(1).sum(1)
+
+
+class FKDenoiser(DenoiserWrapper):
+    """Returns eps = -c S and the per-sample weight rate ``fk_rate`` = g^2/2 (|S|^2 - sum beta |s|^2)."""
+
+    def __init__(self, inner, conditioner, guidance: "SMC", expert: Optional[Denoiser] = None):
+        super().__init__(inner)
+        self.conditioner = conditioner
+        self.guidance = guidance
+        self.expert = expert
+
+    @property
+    def nfe(self) -> int:
+        return self.inner.nfe + (self.expert.nfe if self.expert is not None else 0)
+
+    def reset_nfe(self) -> None:
+        self.inner.reset_nfe()
+        if self.expert is not None:
+            self.expert.reset_nfe()
+
+    def __call__(self, x_t, t, cond=None) -> Prediction:
+        cfg = self.guidance.config
+        t = per_sample_time(t, x_t)
+        beta = cfg.scale
+        if cfg.target == "cfg":
+            pair = conditional_pair(self.inner, self.conditioner, x_t, t, cond, cfg.batched)
+            preds, betas = [pair.cond, pair.uncond], [beta, 1.0 - beta]
+        elif cfg.target == "anneal":
+            preds, betas = [self.inner(x_t, t, cond)], [beta]
+        else:
+            preds, betas = [self.inner(x_t, t, cond), self.expert(x_t, t, cond)], [beta, beta]
+        process = preds[0].process
+        scores = [p.score for p in preds]
+        S = sum(b * s for b, s in zip(betas, scores))
+        g2 = process.diffusion(t).to(x_t.dtype) ** 2
+        rate = 0.5 * g2 * (_sq(S) - sum(b * _sq(s) for b, s in zip(betas, scores)))
+        c = bcast(process.coefficients(t)[2], x_t)
+        return Prediction(process, x_t, t, cond, eps=-c * S, fk_rate=rate)
+
+
+class SMC(Guidance):
+    """Feynman-Kac corrector weights + SMC resampling for annealed / product / CFG targets."""
+
+    Config = SMCConfig
+    requires = (AffineGaussian, SDE)
+
+    def __init__(self, expert: Any = None, **params: Any) -> None:
+        super().__init__(**params)
+        self.expert = expert
+        self.log_weights: torch.Tensor | None = None
+        self.num_resampled: torch.Tensor | None = None
+        self._steps: int | None = None
+        self._process = None
+        self._gen = torch.Generator().manual_seed(self.config.seed)
+
+    @property
+    def betas_sum(self) -> float:
+        cfg = self.config
+        return {"cfg": 1.0, "anneal": cfg.scale, "product": 2 * cfg.scale}[cfg.target]
+
+    def check_fit(self, pipe) -> None:
+        cfg = self.config
+        if not getattr(pipe.sampler, "stochastic", False):
+            raise CompatibilityError(
+                f"smc weights are derived for the reverse SDE; sampler {type(pipe.sampler).__name__} is not "
+                "stochastic. Use e.g. sampler={'name': 'euler-maruyama', 'steps': 500}")
+        if cfg.target == "cfg" and pipe.conditioner is None:
+            raise CompatibilityError("smc target='cfg' needs a conditioner with a null condition")
+        if cfg.target == "product" and self.expert is None:
+            raise ConfigError("smc target='product' needs a second expert: SMC(expert=network_or_denoiser, ...)",
+                              loc="guidance.expert")
+        if abs(self.betas_sum - 1.0) > 0 and not hasattr(pipe.process, "prior_logp"):
+            raise CompatibilityError(f"smc target {cfg.target!r} reweights the prior and needs "
+                                     f"{type(pipe.process).__name__}.prior_logp")
+        self._steps = getattr(pipe.sampler.config, "steps", None)
+        self._process = pipe.process
+        self._parameterization = pipe.parameterization
+
+    def wrap(self, denoiser, conditioner=None):
+        expert = self.expert
+        if expert is not None and not isinstance(expert, (Denoiser, DenoiserWrapper)):
+            expert = Denoiser(expert, self._parameterization, denoiser.process)
+        return FKDenoiser(denoiser, conditioner, self, expert)
+
+    def bind(self, cond: Any) -> None:
+        self._gen = torch.Generator().manual_seed(self.config.seed)
+        self.log_weights = None
+
+    def on_step(self, x: Any, info: dict[str, Any]) -> Any:
+        pred = info.get("prediction")
+        if pred is None or "fk_rate" not in pred.kinds:
+            raise CompatibilityError("smc needs the sampler to report the prediction of each step (one denoiser "
+                                     "call per step at the step's start, e.g. euler-maruyama)")
+        b = pred.t.shape[0]
+        group = population_size(b, self.config.group_size)
+        if info["i"] == 0 or self.log_weights is None:
+            lw = torch.zeros(b, dtype=torch.float64, device=pred.t.device)
+            if self.betas_sum != 1.0:
+                lw = lw + (self.betas_sum - 1.0) * self._process.prior_logp(pred.x_t).to(torch.float64)
+            self.log_weights = lw
+            self.num_resampled = torch.zeros((), dtype=torch.long, device=pred.t.device)
+        dtau = (pred.t - info["t"]).abs().to(torch.float64)
+        self.log_weights = self.log_weights + pred.get("fk_rate").to(torch.float64) * dtau
+        last = self._steps is not None and info["i"] == self._steps - 1
+        flat, self.log_weights, need = systematic_resample(
+            self.log_weights, group, self.config.ess_threshold, self._gen, force=last and self.config.final_resample)
+        self.num_resampled = self.num_resampled + need.sum()
+        return gather_state(x, flat)
