@@ -42,6 +42,8 @@ class Denoiser:
         self.process = process
         self.conditioner = conditioner
         self.nfe = 0
+        #: the pipeline's buffers (e.g. Gaussian data statistics for teleporting samplers)
+        self.buffers: dict = {}
 
     def encode(self, cond: Any) -> Any:
         if cond is None or self.conditioner is None:

@@ -20,10 +20,17 @@ from .sampler import TimeGrid
 
 class GridConfig(ComponentConfig):
     t_end: Optional[float] = Field(None, ge=0.0, description="end time (default: the process's t_min)")
+    t_start: Optional[float] = Field(None, gt=0.0, description="start time (default: the process's t_max); "
+                                     "solvers set it when they start mid-trajectory (teleportation)")
 
 
-def _ends(process: ForwardProcess, t_end: Optional[float]) -> tuple[float, float]:
-    return float(process.t_max), float(process.t_min if t_end is None else t_end)
+def _ends(process: ForwardProcess, t_end: Optional[float], t_start: Optional[float] = None) -> tuple[float, float]:
+    hi = float(process.t_max if t_start is None else t_start)
+    lo = float(process.t_min if t_end is None else t_end)
+    if not hi > lo:
+        raise ConfigError(f"time grid start {hi} must exceed its end {lo}; check t_start / t_end",
+                          loc="schedule.t_start")
+    return hi, lo
 
 
 def sigma_of(process, t: torch.Tensor) -> torch.Tensor:
@@ -47,7 +54,7 @@ class Uniform(TimeGrid):
     Config = GridConfig
 
     def times(self, process, steps):
-        hi, lo = _ends(process, self.config.t_end)
+        hi, lo = _ends(process, self.config.t_end, self.config.t_start)
         return torch.linspace(hi, lo, steps + 1, dtype=torch.float64)
 
 
@@ -57,7 +64,7 @@ class Quadratic(TimeGrid):
     Config = GridConfig
 
     def times(self, process, steps):
-        hi, lo = _ends(process, self.config.t_end)
+        hi, lo = _ends(process, self.config.t_end, self.config.t_start)
         u = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
         return lo + (hi - lo) * u ** 2
 
@@ -69,7 +76,7 @@ class LogSNR(TimeGrid):
     requires = (AffineGaussian,)
 
     def times(self, process, steps):
-        hi, lo = _ends(process, self.config.t_end)
+        hi, lo = _ends(process, self.config.t_end, self.config.t_start)
         lam = torch.linspace(float(process.log_snr(torch.tensor(hi, dtype=torch.float64))),
                              float(process.log_snr(torch.tensor(lo, dtype=torch.float64))), steps + 1,
                              dtype=torch.float64)
@@ -88,7 +95,7 @@ class Karras(TimeGrid):
     Config = KarrasConfig
 
     def times(self, process, steps):
-        hi, lo = _ends(process, self.config.t_end)
+        hi, lo = _ends(process, self.config.t_end, self.config.t_start)
         s_hi = sigma_of(process, torch.tensor(hi, dtype=torch.float64))
         s_lo = sigma_of(process, torch.tensor(lo, dtype=torch.float64))
         r = self.config.rho

@@ -1,0 +1,18 @@
+"""Fast Gaussian solvers (DDIM, DPM-Solver, DPM-Solver++, UniPC, DEIS, EDM Heun / Euler) for
+every AffineGaussian or SigmaParameterized process. This module holds only hook
+implementations; ``fit_gaussian_stats`` (analytical teleportation) is re-exported for users."""
+
+from diffusekit import hookimpl
+
+from .edm import EDMEuler, EDMHeun
+from .teleport import fit_gaussian_stats
+
+DIFFUSEKIT_API = ">=1,<2"
+
+__all__ = ["fit_gaussian_stats"]
+
+
+@hookimpl
+def register_samplers(register):
+    register("heun", EDMHeun, description="EDM Heun (Karras et al. 2022 Alg. 2), churn optional; NFE 2N-1")
+    register("euler", EDMEuler, description="EDM Euler on dx/dsigma = (x - D)/sigma, churn optional")

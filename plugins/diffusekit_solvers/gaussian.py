@@ -1,0 +1,143 @@
+"""Gaussian coordinates shared by every solver in this plugin.
+
+Every process these solvers accept is written as x_t = a(t) x0 + b(t) y + c(t) eps
+(:class:`~diffusekit.process.AffineGaussian`), or as x_t = x0 + sigma(t) n for EDM-style
+:class:`~diffusekit.process.SigmaParameterized` processes (a = 1, b = 0, c = sigma).
+The solvers work on z = x - b y = a x0 + c eps with
+
+* the scaled state x~ = z / a and noise level sigma~ = c / a (EDM's "scaled" form, Karras et
+  al. 2022 eq. 4), in which the probability-flow ODE is dx~/dsigma~ = (x~ - x0_hat) / sigma~;
+* the half log-SNR lambda = log(a / c) = -log sigma~ (DPM-Solver, Lu et al. 2022a, eq. 3.2).
+
+All of this is evaluated in float64 on the host when a plan is built; nothing here runs
+inside a sampling step.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+
+from diffusekit.process import AffineGaussian, SigmaParameterized
+
+
+class GaussianNoise(ABC):
+    """Capability marker: an AffineGaussian *or* a SigmaParameterized process.
+
+    ``isinstance(process, GaussianNoise)`` is true for both, so a sampler can list it in
+    ``requires`` and the Pipeline names it when a process does not fit.
+    """
+
+    @classmethod
+    def __subclasshook__(cls, other):
+        if cls is GaussianNoise:
+            return issubclass(other, (AffineGaussian, SigmaParameterized))
+        return NotImplemented
+
+
+@dataclass(frozen=True)
+class Point:
+    """(a, b, c) of one time in float64, with the derived sigma~ and lambda."""
+
+    t: float
+    a: float
+    b: float
+    c: float
+
+    @property
+    def sigma(self) -> float:
+        """sigma~ = c / a."""
+        return self.c / self.a
+
+    @property
+    def lam(self) -> float:
+        """lambda = log(a / c) (+inf at c = 0)."""
+        return math.inf if self.c == 0.0 else math.log(self.a) - math.log(self.c)
+
+
+def point(process, t: float) -> Point:
+    """(a, b, c) of ``process`` at time ``t`` in float64."""
+    tt = torch.tensor([float(t)], dtype=torch.float64)
+    if isinstance(process, AffineGaussian):
+        a, b, c = (float(v.reshape(-1)[0]) for v in process.coefficients(tt))
+    else:
+        a, b, c = 1.0, 0.0, float(process.sigma(tt).reshape(-1)[0])
+    return Point(float(t), a, b, abs(c))
+
+
+def t_of_lambda(process, lam: float) -> float:
+    """Time whose half log-SNR is ``lam`` (inverse of :attr:`Point.lam`)."""
+    if isinstance(process, AffineGaussian):
+        return float(process.t_from_log_snr(torch.tensor([2.0 * lam], dtype=torch.float64))[0])
+    return float(process.t_of_sigma(torch.tensor([math.exp(-lam)], dtype=torch.float64))[0])
+
+
+def t_of_sigma(process, sigma: float) -> float:
+    """Time whose scaled noise level sigma~ = c / a is ``sigma``."""
+    if isinstance(process, SigmaParameterized) and not isinstance(process, AffineGaussian):
+        return float(process.t_of_sigma(torch.tensor([sigma], dtype=torch.float64))[0])
+    return t_of_lambda(process, -math.log(sigma))
+
+
+def zero_noise_time(process) -> Optional[float]:
+    """The time at which c = 0 (sigma = 0) if the process reaches it, else None.
+
+    EDM-style processes (t = sigma) reach it at t = 0; VE never does (sigma(t) > 0 for all t).
+    """
+    if isinstance(process, SigmaParameterized):
+        try:
+            t0 = float(process.t_of_sigma(torch.zeros(1, dtype=torch.float64))[0])
+        except (ValueError, RuntimeError):
+            return None
+        if math.isfinite(t0) and point(process, t0).c == 0.0:
+            return t0
+        return None
+    if isinstance(process, AffineGaussian) and point(process, 0.0).c == 0.0 and point(process, 0.0).a > 0:
+        return 0.0
+    return None
+
+
+def ends_at_zero_by_default(process) -> bool:
+    """EDM-style sigma processes that reach sigma = 0 (EDM, PFGM++: t = sigma) integrate to it.
+
+    VE is SigmaParameterized too but sigma(t) > 0 for every t, so it ends at its t_min.
+    """
+    return isinstance(process, SigmaParameterized) and zero_noise_time(process) is not None
+
+
+def endpoint(process, cond: Any, x: torch.Tensor) -> Optional[torch.Tensor]:
+    """The condition endpoint y of an AffineGaussian process (None when b = 0)."""
+    if isinstance(process, AffineGaussian):
+        return process.endpoint(cond, x)
+    return None
+
+
+def data_prediction(pred, x: torch.Tensor, y: Optional[torch.Tensor], p: Point) -> torch.Tensor:
+    """x0_hat from a Prediction, converting a given eps with the plan's float64 (a, b, c).
+
+    Uses the Prediction's own x0 when the network predicted x0 (no extra ops), otherwise
+    x0 = (x - b y - c eps) / a, which is what Prediction.x0 computes but without
+    re-evaluating the process coefficients at t.
+    """
+    kinds = pred.kinds
+    if "x0" in kinds:
+        return pred.get("x0")
+    if "eps" in kinds:
+        z = x if y is None else x - p.b * y
+        return (z - p.c * pred.get("eps")) / p.a
+    return pred.x0
+
+
+def noise_prediction(pred, x: torch.Tensor, y: Optional[torch.Tensor], p: Point) -> torch.Tensor:
+    """eps_hat from a Prediction (eps = (x - b y - a x0) / c for x0-predicting networks)."""
+    kinds = pred.kinds
+    if "eps" in kinds:
+        return pred.get("eps")
+    if "x0" in kinds:
+        z = x if y is None else x - p.b * y
+        return (z - p.a * pred.get("x0")) / p.c
+    return pred.eps
