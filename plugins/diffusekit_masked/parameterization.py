@@ -71,7 +71,7 @@ class Logits(Parameterization):
             masked = rank < n[:, None]
             x_t = torch.where(masked, torch.full_like(x0, process.mask_id), x0)
             t = process.t_of_alpha(1 - n.double() / length).float()
-            w = 1.0 / n.float()
+            w = length / n.float()                                             # L / n
         else:
             t = process.sample_time(b, generator, x0.device)
             pert = process.perturb(x0, t, cond, generator)

@@ -220,7 +220,7 @@ class Confidence(StepSampler):
         conf = conf + plan.coef["noise"][i].to(dt) * -torch.log(-torch.log(u))
         is_mask = x == mask_id
         conf = conf.masked_fill(~is_mask, float("-inf"))
-        keep_masked = torch.floor(carry["n0"].to(torch.float64) * plan.coef["frac"][i]).long()
+        keep_masked = torch.floor(carry["n0"].to(torch.float64) * plan.coef["frac"][i] + 1e-9).long()
         n_reveal = is_mask.sum(1) - keep_masked                               # (B,)
         rank = conf.argsort(dim=1, descending=True).argsort(dim=1)
         reveal = is_mask & (rank < n_reveal[:, None])
