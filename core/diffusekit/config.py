@@ -25,8 +25,15 @@ class EmptyConfig(ComponentConfig):
     """A component without parameters."""
 
 
-def format_validation_error(err: ValidationError, loc: str = "") -> ConfigError:
-    """Turn a pydantic error into a :class:`ConfigError` naming field, value and fix."""
+def format_validation_error(err: ValidationError, loc: str = "", model: type[BaseModel] | None = None) -> ConfigError:
+    """Turn a pydantic error into a :class:`ConfigError` naming field, value and fix.
+
+    Unknown parameters get the closest field names of ``model`` as suggestions.
+    """
+    import difflib
+
+    fields = sorted(getattr(model, "model_fields", {}) or {})
+    suggestions: list[str] = []
     lines = []
     first_loc = loc
     for i, e in enumerate(err.errors()):
@@ -36,13 +43,17 @@ def format_validation_error(err: ValidationError, loc: str = "") -> ConfigError:
             first_loc = where
         value = e.get("input")
         if e.get("type") == "extra_forbidden":
-            msg = f"{where}: unknown parameter {field!r} (value {value!r}); remove it or check the spelling"
+            close = difflib.get_close_matches(str(field), fields, n=2, cutoff=0.6)
+            suggestions.extend(close)
+            hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else "remove it or check the spelling"
+            msg = (f"{where}: unknown parameter {field!r} (value {value!r}); {hint} "
+                   f"Parameters: {', '.join(fields) or '(none)'}")
         elif e.get("type") == "missing":
             msg = f"{where}: required parameter is missing"
         else:
             msg = f"{where}: {e.get('msg')} (got {value!r})"
         lines.append(msg)
-    exc = ConfigError("; ".join(lines))
+    exc = ConfigError("; ".join(lines), suggestions=suggestions)
     exc.loc = first_loc
     exc.args = ("; ".join(lines),)
     return exc
@@ -54,7 +65,7 @@ def validate_params(model: type[BaseModel] | None, params: dict[str, Any], loc: 
     try:
         return model.model_validate(params)
     except ValidationError as err:
-        raise format_validation_error(err, loc) from None
+        raise format_validation_error(err, loc, model) from None
 
 
 def split_spec(spec: Any, loc: str) -> tuple[str, dict[str, Any]]:
@@ -65,7 +76,7 @@ def split_spec(spec: Any, loc: str) -> tuple[str, dict[str, Any]]:
         if "name" not in spec:
             raise ConfigError(
                 f"component spec {spec!r} has no 'name'; write {{'name': '<registered name>', ...}}",
-                loc=loc,
+                loc=f"{loc}.name" if loc else "name",
             )
         params = {k: v for k, v in spec.items() if k != "name"}
         name = spec["name"]

@@ -83,8 +83,9 @@ class Registry:
     def check_kind(self, kind: str) -> None:
         if kind not in self._items:
             close = difflib.get_close_matches(kind, list(self._items), n=3)
+            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
             raise ConfigError(
-                f"unknown component kind {kind!r}; kinds are {sorted(self._items)}",
+                f"unknown component kind {kind!r}{hint} Kinds are {sorted(self._items)}",
                 suggestions=close,
             )
 
@@ -163,9 +164,10 @@ class Registry:
         except KeyError:
             names = sorted(self._items[kind])
             close = difflib.get_close_matches(str(name), names, n=3, cutoff=0.5)
-            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else "."
             raise UnknownComponentError(
-                f"unknown {kind} {name!r}{hint} Registered {kind}s: {', '.join(names) or '(none)'}",
+                f"unknown {kind} {name!r}{hint} Registered {kind}s: {', '.join(names) or '(none)'} "
+                f"(`diffusekit components {kind}` lists them; install a plugin for more)",
                 loc=loc or kind,
                 suggestions=close,
             ) from None
