@@ -1,0 +1,118 @@
+"""``mode="denoiser"``: one (guided) denoiser evaluation as an ONNX graph, verified."""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from diffusekit.errors import ConfigError
+
+from . import metadata
+from .examples import pipeline_example
+from .graphs import DenoiserGraph, fold_guidance
+from .options import ExportOptions
+from .report import ExportReport
+from .trace import _resize, export_module, probe_dynamic_axes
+from .verify import assert_batch_symbolic, check_graph, compare, symbolic_dims
+
+
+def verification_inputs(inputs: Sequence[Any], axes: dict[int, list[int]], batch: int, seed: int,
+                        make) -> list[tuple[Any, ...]]:
+    """The export example plus a second set with another batch (and doubled dynamic axes)."""
+    second = list(make(batch + 3, seed + 1))
+    for k, group in axes.items():
+        for i in group:
+            second[i] = _resize(second[i], k, 2 * second[i].shape[k])
+    return [tuple(inputs), tuple(second)]
+
+
+def input_names(inputs: Sequence[Any]) -> list[str]:
+    return ["x_t", "t", "cond"][:len(inputs)]
+
+
+def build_graph(pipe, opts: ExportOptions) -> DenoiserGraph:
+    guidance = fold_guidance(pipe, opts.fold_guidance)
+    net = pipe.network
+    cond_mod = pipe.conditioner
+    if opts.fp16:
+        net = copy.deepcopy(net).half()
+        cond_mod = copy.deepcopy(cond_mod).half() if isinstance(cond_mod, torch.nn.Module) else cond_mod
+    return DenoiserGraph(net, pipe.parameterization, pipe.process, cond_mod, guidance, fp16=opts.fp16).eval()
+
+
+def run_verification(path: Path, module: torch.nn.Module, sets: list[tuple[Any, ...]], names: list[str],
+                     out_names: list[str], atol: float, rtol: float, reference: torch.nn.Module | None = None):
+    """ORT CPU vs PyTorch on every input set; returns (abs, rel, shapes, providers)."""
+    from .runtime import OrtModule
+
+    ort = OrtModule(path, device="cpu")
+    worst_abs = worst_rel = 0.0
+    shapes = []
+    ref_mod = reference if reference is not None else module
+    for args in sets:
+        with torch.no_grad():
+            ref = ref_mod(*args)
+        ref = list(ref) if isinstance(ref, (tuple, list)) else [ref]
+        got = ort.run(*args)
+        a, r = compare([g.numpy() for g in got], ref, atol, rtol, f"{path.name} at input shape "
+                       f"{tuple(args[0].shape)}", out_names)
+        worst_abs, worst_rel = max(worst_abs, a), max(worst_rel, r)
+        shapes.append(list(args[0].shape))
+    return worst_abs, worst_rel, shapes, ort.providers
+
+
+def export_denoiser(pipe, path, opts: ExportOptions, example: Sequence[Any] | None = None) -> ExportReport:
+    path = Path(path)
+    if path.suffix != ".onnx":
+        raise ConfigError(f"ONNX export path must end in .onnx, got {str(path)!r}", loc="path")
+    pipe.eval()
+    graph = build_graph(pipe, opts)
+    inputs = pipeline_example(pipe, opts.batch, 0, example)
+    if graph.guidance is not None and inputs[2] is None:
+        raise ConfigError("the pipeline has classifier-free guidance but the export example has no condition; "
+                          "pass example=(x_t, t, cond) or give the network example_inputs with a condition",
+                          loc="example")
+    inputs = tuple(v for v in inputs if v is not None) if inputs[2] is None else inputs
+    names = input_names(inputs)
+    axes = probe_dynamic_axes(graph, inputs) if opts.dynamic == "auto" else {}
+    start = time.perf_counter()
+    export_module(graph, inputs, names, graph.output_names, path, opts.opset, axes,
+                  what=f"the denoiser of {type(pipe.network).__name__}")
+    export_s = time.perf_counter() - start
+    cfg = pipe.config
+    metadata.write(path, {
+        "mode": "denoiser", "versions": metadata.versions(), "opset": opts.opset, "pipeline": cfg,
+        "inputs": names, "outputs": graph.output_names, "output_kind": graph.kind,
+        "conditioner_in_graph": pipe.conditioner is not None,
+        "guidance_folded": None if graph.guidance is None else {
+            "scale": graph.guidance.scale, "guidance": cfg.get("guidance")},
+        "fp16": opts.fp16, "weights_sha256": metadata.weights_hash(pipe),
+    })
+    atol, rtol = opts.tolerances()
+    start = time.perf_counter()
+    model = check_graph(path)
+    abs_err = rel_err = float("nan")
+    shapes: list = []
+    providers: list[str] = []
+    if opts.verify:
+        assert_batch_symbolic(model, names + graph.output_names)
+        sets = verification_inputs(inputs, axes, opts.batch, 0,
+                                   lambda b, s: pipeline_example(pipe, b, s, example)[:len(inputs)])
+        reference = None
+        if opts.fp16:  # fp16 graphs are compared with the float32 denoiser
+            reference = DenoiserGraph(pipe.network, pipe.parameterization, pipe.process, pipe.conditioner,
+                                      graph.guidance).eval()
+        abs_err, rel_err, shapes, providers = run_verification(path, graph, sets, names, graph.output_names,
+                                                               atol, rtol, reference)
+    verify_s = time.perf_counter() - start
+    return ExportReport(
+        path=str(path), mode="denoiser", max_abs_err=abs_err, max_rel_err=rel_err, atol=atol, rtol=rtol,
+        opset=int(next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), opts.opset)),
+        ir_version=int(model.ir_version), file_size=path.stat().st_size, providers=providers,
+        export_seconds=export_s, verify_seconds=verify_s, fp16=opts.fp16, shapes=shapes,
+        dynamic_dims=symbolic_dims(model), inputs=names, outputs=graph.output_names,
+        extra={"guidance_scale": None if graph.guidance is None else graph.guidance.scale})

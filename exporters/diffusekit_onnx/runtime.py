@@ -1,0 +1,166 @@
+"""onnxruntime sessions with real provider detection, and the network stand-in used by
+``Pipeline.load(dir, backend="onnxruntime")``.
+
+``onnxruntime-gpu`` lists the CUDA and TensorRT providers as *available* even on machines
+without a GPU; only ``session.get_providers()`` says what really runs. Requested providers
+that did not load are reported (``fallback``) and warned about, never claimed.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from diffusekit.errors import ConfigError
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+
+
+def requested_providers(device: Any = None, providers: Sequence[str] | None = None) -> list[str]:
+    """Providers to ask for: explicit names, else from the device ("cuda" -> CUDA then CPU)."""
+    if providers:
+        names = [PROVIDERS.get(p.lower(), p) if isinstance(p, str) else p for p in providers]
+    else:
+        kind = torch.device(device).type if device is not None else "cpu"
+        if kind not in ("cpu", "cuda"):
+            raise ConfigError(f"onnxruntime backend supports devices cpu and cuda, got {device!r}", loc="device")
+        names = ["CUDAExecutionProvider"] if kind == "cuda" else []
+    if "CPUExecutionProvider" not in names:
+        names.append("CPUExecutionProvider")
+    return names
+
+
+def make_session(path, device: Any = None, providers: Sequence[str] | None = None, threads: int | None = None):
+    """Create a session; returns ``(session, requested, actual, fallback)``.
+
+    ``fallback`` lists requested providers that did not load (e.g. CUDA on a CPU-only
+    machine); a ``RuntimeWarning`` says so.
+    """
+    import onnxruntime as ort
+
+    req = requested_providers(device, providers)
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    if threads:
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+    gpu_asked = any(p != "CPUExecutionProvider" for p in req)
+    if gpu_asked:  # loading CUDA/TensorRT libraries without a GPU logs errors before falling back
+        ort.set_default_logger_severity(4)
+    try:
+        sess = ort.InferenceSession(str(path), sess_options=so, providers=req)
+    finally:
+        if gpu_asked:
+            ort.set_default_logger_severity(2)
+    actual = list(sess.get_providers())
+    fallback = [p for p in req if p not in actual]
+    if fallback:
+        warnings.warn(f"onnxruntime: requested {req} but the session runs on {actual}; {fallback} could not be "
+                      "loaded (no GPU, driver or CUDA/cuDNN libraries): running on the CPU", RuntimeWarning,
+                      stacklevel=3)
+    return sess, req, actual, fallback
+
+
+_NP = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int64)": np.int64,
+       "tensor(int32)": np.int32, "tensor(float16)": np.float16, "tensor(bool)": np.bool_}
+_TORCH = {"tensor(float)": torch.float32, "tensor(double)": torch.float64, "tensor(int64)": torch.int64,
+          "tensor(int32)": torch.int32, "tensor(float16)": torch.float16, "tensor(bool)": torch.bool}
+
+
+class OrtModule:
+    """Calls an ONNX graph with torch tensors and returns torch tensors.
+
+    On the CUDA provider with CUDA tensors it uses IO binding (no host copies); otherwise it
+    feeds numpy arrays. Missing optional inputs (e.g. ``cond=None``) are an error naming them.
+    """
+
+    def __init__(self, path, device: Any = None, providers: Sequence[str] | None = None, threads: int | None = None):
+        self.path = Path(path)
+        self.session, self.requested, self.providers, self.fallback = make_session(path, device, providers, threads)
+        self.inputs = [(i.name, i.type) for i in self.session.get_inputs()]
+        self.outputs = [(o.name, o.type) for o in self.session.get_outputs()]
+        self.on_cuda = "CUDAExecutionProvider" in self.providers
+        self.calls = 0
+
+    @property
+    def input_names(self) -> list[str]:
+        return [n for n, _ in self.inputs]
+
+    def _feed(self, args: Sequence[Any]) -> dict[str, Any]:
+        if len(args) != len(self.inputs):
+            raise ConfigError(f"{self.path.name} takes inputs {self.input_names}, got {len(args)} values",
+                              loc="inputs")
+        feed = {}
+        for (name, typ), v in zip(self.inputs, args):
+            if v is None:
+                raise ConfigError(f"{self.path.name} needs input {name!r} (the graph was exported with it); "
+                                  f"pass a condition", loc=name)
+            feed[name] = v
+        return feed
+
+    def run(self, *args: Any) -> list[torch.Tensor]:
+        feed = self._feed(args)
+        self.calls += 1
+        if self.on_cuda and all(torch.is_tensor(v) and v.is_cuda for v in feed.values()):
+            return self._run_bound(feed)
+        np_feed = {}
+        for (name, typ) in self.inputs:
+            v = feed[name]
+            arr = v.detach().cpu().numpy() if torch.is_tensor(v) else np.asarray(v)
+            np_feed[name] = np.ascontiguousarray(arr.astype(_NP.get(typ, arr.dtype), copy=False))
+        outs = self.session.run(None, np_feed)
+        return [torch.from_numpy(np.asarray(o)) for o in outs]
+
+    def _run_bound(self, feed: dict[str, torch.Tensor]) -> list[torch.Tensor]:  # pragma: no cover - needs CUDA
+        binding = self.session.io_binding()
+        keep = []
+        for name, typ in self.inputs:
+            v = feed[name].to(_TORCH.get(typ, feed[name].dtype)).contiguous()
+            keep.append(v)
+            binding.bind_input(name, "cuda", v.device.index or 0, _NP.get(typ, np.float32), tuple(v.shape), v.data_ptr())
+        for name, _ in self.outputs:
+            binding.bind_output(name, "cuda")
+        self.session.run_with_iobinding(binding)
+        outs = binding.get_outputs()
+        return [torch.from_dlpack(o.to_dlpack()) if hasattr(o, "to_dlpack") else torch.from_numpy(o.numpy())
+                for o in outs]
+
+
+class OnnxNetwork(torch.nn.Module):
+    """A stand-in for ``network(x_t, t, cond)`` backed by an exported denoiser graph.
+
+    Returns the graph's first output (the parameterization's raw kind), on ``x_t``'s device.
+    The graph already contains the conditioner and any folded CFG, so the onnxruntime backend
+    removes those from the pipeline (see :meth:`OnnxExporter.load_runtime`).
+    """
+
+    def __init__(self, module: OrtModule, sample_shape=None, meta: dict | None = None):
+        super().__init__()
+        self.ort = module
+        self.sample_shape = tuple(sample_shape) if sample_shape is not None else None
+        self.meta = dict(meta or {})
+
+    @property
+    def providers(self) -> list[str]:
+        return self.ort.providers
+
+    @property
+    def fallback(self) -> list[str]:
+        return self.ort.fallback
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Any = None) -> torch.Tensor:
+        args = [x, t.to(torch.float32)]
+        if len(self.ort.inputs) > 2:
+            args.append(cond)
+        elif cond is not None:
+            raise ConfigError(f"{self.ort.path.name} was exported without a condition input but a condition "
+                              "was given; export with a conditional example", loc="cond")
+        out = self.ort.run(*args)[0]
+        return out.to(device=x.device, dtype=x.dtype)
+
+    def __repr__(self) -> str:
+        return f"OnnxNetwork({self.ort.path.name}, providers={self.providers})"
