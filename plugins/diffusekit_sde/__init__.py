@@ -7,8 +7,12 @@ from diffusekit import hookimpl
 from . import datasets as ds
 from .networks import MLP
 from .parameterizations import X0, Eps, Score, V
-from .processes import VE, VP, SubVP
-from .samplers import EulerMaruyama, ProbabilityFlowODE
+from .replacement import Colorize, Inpaint
+from .processes import DDPM, SMLD, VE, VP, SubVP
+from .ode import ProbabilityFlowODE
+from .pc import PredictorCorrector
+from .samplers import Ancestral, EulerMaruyama, ReverseDiffusion
+from .unet import UNet
 
 DIFFUSEKIT_API = ">=1,<2"
 
@@ -18,6 +22,8 @@ def register_processes(register):
     register("vp", VP)
     register("subvp", SubVP)
     register("ve", VE)
+    register("ddpm", DDPM)
+    register("smld", SMLD)
 
 
 @hookimpl
@@ -31,12 +37,23 @@ def register_parameterizations(register):
 @hookimpl
 def register_samplers(register):
     register("euler-maruyama", EulerMaruyama)
+    register("reverse-diffusion", ReverseDiffusion)
+    # "ancestral" is taken by the masked plugin (discrete); the Gaussian form has its own name
+    register("sde-ancestral", Ancestral)
+    register("pc", PredictorCorrector)
     register("ode", ProbabilityFlowODE)
+
+
+@hookimpl
+def register_guidance(register):
+    register("inpaint", Inpaint)
+    register("colorize", Colorize)
 
 
 @hookimpl
 def register_networks(register):
     register("mlp", MLP)
+    register("unet", UNet)
 
 
 @hookimpl

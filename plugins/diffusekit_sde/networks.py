@@ -1,4 +1,4 @@
-"""Reference networks for low-dimensional data: a time-embedded MLP."""
+"""Reference network for low-dimensional data: a time-embedded residual MLP."""
 
 from __future__ import annotations
 
@@ -45,8 +45,21 @@ class MLPConfig(ComponentConfig):
     cond_dim: int = Field(0, ge=0, description="width of a vector condition concatenated to the input")
 
 
+class _Block(nn.Module):
+    """Pre-activation residual block with the time embedding added inside: h + W2 s(W1 s(h) + E e)."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.lin1, self.emb, self.lin2 = nn.Linear(hidden, hidden), nn.Linear(hidden, hidden), nn.Linear(hidden, hidden)
+        self.act = nn.SiLU()
+
+    def forward(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        return h + self.lin2(self.act(self.lin1(self.act(h)) + self.emb(emb)))
+
+
 class MLP(nn.Module):
-    """Residual MLP f(x, t, cond) for vectors of shape (B, dim)."""
+    """Residual MLP f(x, t, cond) for vectors of shape (B, dim); the time (and label)
+    embedding conditions every block, not only the input layer."""
 
     Config = MLPConfig
 
@@ -56,12 +69,11 @@ class MLP(nn.Module):
         super().__init__()
         self.dim, self.num_classes, self.cond_dim = dim, num_classes, cond_dim
         self.sample_shape = (dim,)
-        self.time = nn.Sequential(FourierTime(time_dim, time_scale, log_time), nn.Linear(time_dim, hidden), nn.SiLU())
+        self.time = nn.Sequential(FourierTime(time_dim, time_scale, log_time), nn.Linear(time_dim, hidden), nn.SiLU(),
+                                  nn.Linear(hidden, hidden))
         self.inp = nn.Linear(dim + cond_dim, hidden)
         self.label = nn.Embedding(num_classes + 1, hidden) if num_classes else None
-        self.blocks = nn.ModuleList(
-            nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
-            for _ in range(depth))
+        self.blocks = nn.ModuleList(_Block(hidden) for _ in range(depth))
         self.out = nn.Sequential(nn.SiLU(), nn.Linear(hidden, dim))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -70,12 +82,13 @@ class MLP(nn.Module):
             if cond is None:
                 cond = torch.zeros(x.shape[0], self.cond_dim, device=x.device, dtype=x.dtype)
             inp = torch.cat([x, cond.to(x.dtype)], dim=-1)
-        h = self.inp(inp) + self.time(t)
+        emb = self.time(t)
         if self.label is not None:
             labels = cond if cond is not None else torch.full((x.shape[0],), self.num_classes, device=x.device)
-            h = h + self.label(labels.long())
+            emb = emb + self.label(labels.long())
+        h = self.inp(inp) + emb
         for block in self.blocks:
-            h = h + block(h)
+            h = block(h, emb)
         return self.out(h)
 
     def example_inputs(self, batch: int = 4):

@@ -29,6 +29,8 @@ class _GaussianSDE(ForwardProcess, AffineGaussian, SDE):
     preferred_samplers = ("dpm-solver++", "ode")
     default_parameterization = "eps"
     t_max = 1.0
+    #: noise of the ancestral sampler: "transition" (DDPM, sqrt(beta_i)) or "posterior" (SMLD)
+    ancestral_variance = "transition"
 
     @property
     def t_min(self) -> float:  # type: ignore[override]
@@ -55,6 +57,13 @@ class _GaussianSDE(ForwardProcess, AffineGaussian, SDE):
 
     def marginal_std(self, t: torch.Tensor) -> torch.Tensor:
         return self.coefficients(t)[2]
+
+    def log_likelihood(self, denoiser, x, cond=None, generator=None, **options):
+        """Per-sample log p(x) (nats, or bits/dim) through the probability-flow ODE; options in
+        :class:`diffusekit_sde.likelihood.LikelihoodConfig` (estimator, probe, dequantize, ...)."""
+        from .likelihood import log_likelihood
+
+        return log_likelihood(self, denoiser, x, cond, generator=generator, **options)
 
 
 class VPConfig(ComponentConfig):
@@ -155,6 +164,7 @@ class VE(_GaussianSDE, SigmaParameterized):
     Config = VEConfig
     preferred_samplers = ("dpm-solver++", "ode")
     default_parameterization = "eps"
+    ancestral_variance = "posterior"
 
     @property
     def sigma_min(self):  # type: ignore[override]
@@ -197,3 +207,93 @@ class VE(_GaussianSDE, SigmaParameterized):
         return self.sigma(t) * math.sqrt(2 * self._log_ratio())
 
 
+
+
+class DDPMConfig(VPConfig):
+    num_scales: int = Field(1000, ge=2, le=100_000, description="N, number of discrete noise levels")
+
+
+class DDPM(VP):
+    """Discrete DDPM form of the VP SDE (Ho et al. 2020; Song et al. 2021, eq. 4 / sde_lib.py):
+    beta_i = linspace(b_min / N, b_max / N, N), a_i = prod_{j <= i} sqrt(1 - beta_j), c_i =
+    sqrt(1 - a_i^2) at the grid times t_i = i / (N - 1), i = 0..N-1 (data at t_{-1} = -1/(N-1)).
+
+    Between grid times log a(t) is linear in t, so the process is also a VP SDE with the
+    piecewise-constant beta_eff = -2 d log a / dt = -(N - 1) ln(1 - beta_i) ~ beta(t), and the
+    exact one-step transition between grid times is the DDPM step x_i = sqrt(1 - beta_i)
+    x_{i-1} + sqrt(beta_i) z. Training draws t on the grid (the paper's discrete labels i);
+    sampling ends at t = 0 (level i = 0, c = sqrt(beta_0)).
+    """
+
+    Config = DDPMConfig
+
+    def _table(self) -> tuple[torch.Tensor, torch.Tensor]:
+        cache = self.__dict__.get("_tab")
+        if cache is None:
+            c = self.config
+            n = c.num_scales
+            betas = torch.linspace(c.beta_min / n, c.beta_max / n, n, dtype=torch.float64)
+            log_a = torch.cat([torch.zeros(1, dtype=torch.float64), 0.5 * torch.cumsum(torch.log1p(-betas), 0)])
+            cache = self.__dict__["_tab"] = (betas, log_a)
+        return cache
+
+    @property
+    def discrete_betas(self) -> torch.Tensor:
+        return self._table()[0]
+
+    @property
+    def t_min(self) -> float:  # type: ignore[override]
+        return 0.0
+
+    def sample_time(self, n, generator=None, device="cpu"):
+        big = self.config.num_scales - 1
+        i = torch.floor(rand((n,), generator, device, torch.float64) * (big + 1)).clamp_max(big)
+        return (i / big).to(torch.float32)
+
+    def _segment(self, t: torch.Tensor):
+        n = self.config.num_scales
+        _, log_a = self._table()
+        log_a = log_a.to(device=t.device, dtype=torch.float64)
+        u = (t.to(torch.float64) * (n - 1)) + 1.0  # grid index j = i + 1, j = 0 is the data
+        j = torch.floor(u).clamp(0, n - 1).long()
+        slope = log_a[j + 1] - log_a[j]  # per unit of u
+        return log_a[j], slope, u - j
+
+    def log_mean_coeff(self, t):
+        base, slope, frac = self._segment(t)
+        return (base + slope * frac).to(t.dtype)
+
+    def beta(self, t):
+        _, slope, _ = self._segment(t)
+        return (-2 * slope * (self.config.num_scales - 1)).to(t.dtype)
+
+    def t_from_log_snr(self, lam):
+        return AffineGaussian.t_from_log_snr(self, lam)
+
+
+class SMLDConfig(VEConfig):
+    num_scales: int = Field(1000, ge=2, le=100_000, description="N, number of discrete noise levels")
+
+
+class SMLD(VE):
+    """Discrete SMLD / NCSN form of the VE SDE: sigma_i = exp(linspace(ln s_min, ln s_max, N)) at
+    t_i = i / (N - 1), which equals the continuous sigma(t) at the grid times; the one-step
+    transition is x_i = x_{i-1} + sqrt(sigma_i^2 - sigma_{i-1}^2) z. Training draws t on the grid;
+    sampling ends at t = 0 (sigma_min)."""
+
+    Config = SMLDConfig
+
+    @property
+    def discrete_sigmas(self) -> torch.Tensor:
+        c = self.config
+        return torch.exp(torch.linspace(math.log(c.sigma_min), math.log(c.sigma_max), c.num_scales,
+                                        dtype=torch.float64))
+
+    @property
+    def t_min(self) -> float:  # type: ignore[override]
+        return 0.0
+
+    def sample_time(self, n, generator=None, device="cpu"):
+        big = self.config.num_scales - 1
+        i = torch.floor(rand((n,), generator, device, torch.float64) * (big + 1)).clamp_max(big)
+        return (i / big).to(torch.float32)

@@ -1,138 +1,91 @@
-"""Score-SDE samplers: Euler-Maruyama on the reverse SDE and the probability-flow ODE.
+"""Reverse-SDE samplers over a precomputed plan: ``euler-maruyama``, ``reverse-diffusion``
+and ``ancestral`` (Song et al. 2021, section 4 and appendix; update rules in
+:mod:`.predictors`). The probability-flow ODE sampler lives in :mod:`.ode`, the
+predictor-corrector sampler in :mod:`.pc`.
 
-Probability-flow velocity for an AffineGaussian process x_t = a x0 + b y + c eps:
-dx/dt = a' x0_hat + b' y + c' eps_hat, which equals f - g^2 score / 2 for the linear SDEs
-(Song et al. 2021, eq. 13) and needs only the denoiser's x0 / eps predictions.
+Time grid: ``steps + 1`` times from t_max to the process's sampling end t_min (``schedule``,
+uniform by default). NFE = ``steps``. Final step: with ``denoise_final`` (default) the last
+update returns its noise-free mean (the paper's ``noise_removal``), otherwise it adds noise
+like every other step; neither costs an extra network evaluation.
 """
 
 from __future__ import annotations
 
-from typing import Literal
-
-import torch
 from pydantic import Field
 
-from diffusekit.process import SDE, AffineGaussian, bcast
-from diffusekit.random import randn_like
-from diffusekit.sampler import FiniteTracker, Plan, Sampler, SamplerConfig, StepSampler
+from diffusekit.process import SDE, AffineGaussian
+from diffusekit.sampler import Plan, SamplerConfig, StepSampler
+
+from .discretization import Discretization, time_grid
+from .ode import ODEConfig, ProbabilityFlowODE, pf_ode_velocity
+from .predictors import PREDICTORS, AncestralVariance, Predictor
 
 
-def pf_ode_velocity(denoiser, process, x, t, cond):
-    """dx/dt of the probability-flow ODE at (x, t); t of shape (B,)."""
-    pred = denoiser(x, t, cond)
-    da, db, dc = process.coefficient_derivatives(t)
-    v = bcast(da, x) * pred.x0 + bcast(dc, x) * pred.eps
-    y = process.endpoint(cond, x)
-    if y is not None:
-        v = v + bcast(db, x) * y
-    return v, pred
+class ReverseSDEConfig(SamplerConfig):
+    steps: int = Field(1000, ge=1, le=100_000, description="number of predictor steps (= NFE)")
+    schedule: str = Field("uniform", description="time grid (registered schedule name)")
+    denoise_final: bool = Field(True, description="last step returns its noise-free mean")
+    discretization: Discretization = Field(
+        "transition", description="'transition': exact Gaussian step (DDPM / SMLD form); 'euler': f dt, g sqrt(dt)")
 
 
-class EMConfig(SamplerConfig):
-    steps: int = Field(1000, ge=1, le=100_000)
-    denoise_final: bool = Field(True, description="return the noise-free mean at the last step")
+class AncestralConfig(ReverseSDEConfig):
+    variance: AncestralVariance = Field(
+        "auto", description="noise std: 'transition' G (DDPM), 'posterior' c_next G / c (SMLD); auto = process's")
 
 
-class EulerMaruyama(StepSampler):
-    """Euler-Maruyama on the reverse SDE: x_m = x + (f - g^2 s) dt; x = x_m + g sqrt(|dt|) z."""
+class _PredictorSampler(StepSampler):
+    """A stand-alone predictor run over the whole grid."""
 
-    Config = EMConfig
-    requires = (SDE,)
+    Config = ReverseSDEConfig
+    requires = (AffineGaussian, SDE)
     stochastic = True
+    predictor_name = ""
 
-    def build_plan(self, process):
-        t = torch.linspace(process.t_max, process.t_min, self.config.steps + 1, dtype=torch.float64)
-        return Plan(t)
+    def predictor(self) -> Predictor:
+        return PREDICTORS[self.predictor_name](getattr(self.config, "discretization", "transition"),
+                                               getattr(self.config, "variance", "auto"))
+
+    def build_plan(self, process) -> Plan:
+        t = time_grid(process, self.config.steps, self.config.schedule)
+        return Plan(t, self.predictor().coefficients(process, t))
 
     def step(self, x, i, plan, denoiser, cond, generator, carry):
-        t = plan.t[i].expand(x.shape[0])
-        dt = plan.t[i + 1] - plan.t[i]
         process = denoiser.process
+        t = plan.t[i].expand(x.shape[0])
         pred = denoiser(x, t, cond)
-        mean = x + process.reverse_drift(x, t, pred.score, cond) * dt
         last = i == plan.num_steps - 1
-        if last and self.config.denoise_final:
-            return mean, None, pred
-        g = bcast(process.diffusion(t), x)
-        return mean + g * torch.sqrt(-dt) * randn_like(x, generator), None, pred
+        noise = not (last and self.config.denoise_final)
+        x_next, _ = self._rule.update(x, i, plan.coef, t, pred.score, process, cond, generator, noise)
+        return x_next, carry, pred
+
+    @property
+    def _rule(self) -> Predictor:
+        rule = self.__dict__.get("_rule_obj")
+        if rule is None:
+            rule = self.__dict__["_rule_obj"] = self.predictor()
+        return rule
 
 
-class ODEConfig(SamplerConfig):
-    steps: int = Field(100, ge=1, le=100_000, description="fixed-step methods: number of steps")
-    method: Literal["rk45", "euler", "heun", "rk4"] = Field(
-        "rk45", description="rk45: adaptive Dormand-Prince (torchdiffeq); others: fixed step")
-    rtol: float = Field(1e-5, gt=0)
-    atol: float = Field(1e-5, gt=0)
-    schedule: str = Field("uniform", description="time grid for fixed-step methods")
-    denoise_final: bool = Field(False, description="replace the result by x0_hat at t_min")
+class EulerMaruyama(_PredictorSampler):
+    """Euler-Maruyama on the reverse SDE: x_m = x - (f - g^2 s) |dt|; x = x_m + g sqrt(|dt|) z."""
+
+    predictor_name = "euler-maruyama"
+    requires = (SDE,)
 
 
-class ProbabilityFlowODE(Sampler):
-    """Probability-flow ODE from t_max to t_min: adaptive RK45 (torchdiffeq) or fixed step."""
+class ReverseDiffusion(_PredictorSampler):
+    """Reverse diffusion predictor: x_m = (2 - r) x + G^2 s; x = x_m + G z (DDPM / SMLD form)."""
 
-    Config = ODEConfig
+    predictor_name = "reverse-diffusion"
+
+
+class Ancestral(_PredictorSampler):
+    """Ancestral sampling: x_m = (x + G^2 s) / r; VP adds sqrt(beta_i) z, VE the posterior std."""
+
+    Config = AncestralConfig
+    predictor_name = "ancestral"
     requires = (AffineGaussian,)
 
-    def expected_nfe(self):
-        m = self.config.method
-        if m == "rk45":
-            return None
-        return {"euler": 1, "heun": 2, "rk4": 4}[m] * self.config.steps - (1 if m == "heun" else 0)
 
-    def _grid(self, process):
-        from diffusekit.api import create
-
-        return create("schedule", self.config.schedule, loc="sampler.schedule").times(process, self.config.steps)
-
-    def sample(self, denoiser, process, x, cond=None, generator=None, callback=None):
-        cfg = self.config
-        tracker = FiniteTracker(x.device)
-        n = x.shape[0]
-        if cfg.method == "rk45":
-            from torchdiffeq import odeint
-
-            work = x.dtype
-
-            lo, hi = float(process.t_min), float(process.t_max)
-
-            def f(t, y):  # integrate in float64 (as scipy's RK45 in the reference code)
-                # the step-size probe may evaluate outside [t_min, t_max]: clamp to the domain
-                tt = t.clamp(lo, hi).to(work).expand(n)
-                v = pf_ode_velocity(denoiser, process, y.to(work), tt, cond)[0]
-                return v.to(torch.float64)
-
-            ts = torch.tensor([process.t_max, process.t_min], dtype=torch.float64, device=x.device)
-            x = odeint(f, x.to(torch.float64), ts, rtol=cfg.rtol, atol=cfg.atol, method="dopri5")[-1].to(work)
-            tracker.update(x, 0)
-            if callback is not None:
-                out = callback({"i": 0, "t": ts[-1], "x": x, "prediction": None})
-                x = x if out is None else out
-        else:
-            ts = self._grid(process).to(device=x.device, dtype=x.dtype)
-            for i in range(len(ts) - 1):
-                t0, t1 = ts[i].expand(n), ts[i + 1].expand(n)
-                h = ts[i + 1] - ts[i]
-                k1, pred = pf_ode_velocity(denoiser, process, x, t0, cond)
-                if cfg.method == "euler":
-                    x = x + h * k1
-                elif cfg.method == "heun":
-                    if i == len(ts) - 2:  # Euler on the last step (EDM): saves one evaluation
-                        x = x + h * k1
-                    else:
-                        k2, _ = pf_ode_velocity(denoiser, process, x + h * k1, t1, cond)
-                        x = x + h * (k1 + k2) / 2
-                else:
-                    tm = (ts[i] + h / 2).expand(n)
-                    k2, _ = pf_ode_velocity(denoiser, process, x + h / 2 * k1, tm, cond)
-                    k3, _ = pf_ode_velocity(denoiser, process, x + h / 2 * k2, tm, cond)
-                    k4, _ = pf_ode_velocity(denoiser, process, x + h * k3, t1, cond)
-                    x = x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
-                tracker.update(x, i)
-                if callback is not None:
-                    out = callback({"i": i, "t": ts[i + 1], "x": x, "prediction": pred})
-                    x = x if out is None else out
-        if cfg.denoise_final:
-            x = denoiser(x, torch.full((n,), process.t_min, dtype=x.dtype, device=x.device), cond).x0
-        tracker.update(x, max(cfg.steps - 1, 0))
-        tracker.check("ode sampler")
-        return x
+__all__ = ["EulerMaruyama", "ReverseDiffusion", "Ancestral", "ProbabilityFlowODE", "ODEConfig", "pf_ode_velocity"]
