@@ -30,7 +30,7 @@ from diffusekit.errors import CompatibilityError, ConfigError
 from diffusekit.guidance import Guidance
 from diffusekit.parameterization import Prediction
 from diffusekit.process import AffineGaussian, bcast
-from diffusekit.config import ComponentConfig
+from diffusekit.config import ComponentConfig, validate_params
 
 from .batching import conditional_pair
 
@@ -49,7 +49,8 @@ class _ScaleMixin:
 
     @scale.setter
     def scale(self, value: float) -> None:
-        self.config = type(self.config).model_validate({**self.config.model_dump(), "scale": value})
+        self.config = validate_params(type(self.config), {**self.config.model_dump(), "scale": value},
+                                      loc=f"{type(self).__name__}")
         spec = getattr(self, "_dk_spec", None)
         if spec is not None:
             self._dk_spec = (spec[0], spec[1], self.config.model_dump(mode="json"))

@@ -16,6 +16,17 @@ particles are resampled systematically when their ESS drops below ``ess_threshol
 final population is resampled once more (``final_resample``) so it is equally weighted.
 The weights of the last run are in ``log_weights``; particles interact, so results depend on
 the batch composition (by design).
+
+``target="posterior"`` (inverse problems y = A(x0) + sigma_y n) is twisted SMC (Wu et al. 2023,
+"Practical and Asymptotically Exact Conditional Sampling in Diffusion Models", TDS): the twist
+h_t(x_t) = N(y; A(x0_hat(x_t)), sigma_y^2) (the DPS approximation), proposals from the
+Euler-Maruyama kernel with score s + grad log h_t, and per-step weights
+w_i = p(x_{i+1} | x_i) h_{i+1}(x_{i+1}) / (r(x_{i+1} | x_i) h_i(x_i)); for Gaussian kernels of
+variance g^2 |dt| whose means differ by delta = g^2 |dt| grad log h_t,
+log p/r = -(2 (x_{i+1} - mu_r) . delta + |delta|^2) / (2 g^2 |dt|). The last twist is the exact
+likelihood N(y; A(x_N), sigma_y^2). h_{i+1}(x_{i+1}) becomes known at the next network call, so
+the resampling of step i happens one step later on whole (x_i, x_{i+1}) paths (valid: it uses
+only weights of the past).
 """
 
 from __future__ import annotations
@@ -37,14 +48,15 @@ from .resampling import gather_state, population_size, systematic_resample
 
 
 class SMCConfig(ComponentConfig):
-    target: Literal["cfg", "anneal", "product"] = Field(
-        "cfg", description="cfg: p^(1-w) p(.|y)^w; anneal: p^beta; product: (p_1 p_2)^beta")
+    target: Literal["cfg", "anneal", "product", "posterior"] = Field(
+        "cfg", description="cfg: p^(1-w) p(.|y)^w; anneal: p^beta; product: (p_1 p_2)^beta; posterior: p(x|y)")
     scale: float = Field(1.0, description="w for cfg, beta for anneal and product")
     ess_threshold: float = Field(0.5, ge=0.0, le=1.0, description="resample when ESS < threshold * particles")
     group_size: Optional[int] = Field(None, ge=1, description="particles per population (None: the whole batch)")
     final_resample: bool = Field(True, description="resample after the last step (equal final weights)")
     seed: int = Field(0, description="seed of the resampling generator")
     batched: bool = Field(True, description="cfg target: one network call on a 2B batch")
+    noise: float = Field(0.05, gt=0.0, description="posterior target: measurement noise std sigma_y")
 
 
 def _sq(v: torch.Tensor) -> torch.Tensor:
@@ -73,6 +85,8 @@ class FKDenoiser(DenoiserWrapper):
         cfg = self.guidance.config
         t = per_sample_time(t, x_t)
         beta = cfg.scale
+        if cfg.target == "posterior":
+            return self._twisted(x_t, t, cond)
         if cfg.target == "cfg":
             pair = conditional_pair(self.inner, self.conditioner, x_t, t, cond, cfg.batched)
             preds, betas = [pair.cond, pair.uncond], [beta, 1.0 - beta]
@@ -88,6 +102,17 @@ class FKDenoiser(DenoiserWrapper):
         c = bcast(process.coefficients(t)[2], x_t)
         return Prediction(process, x_t, t, cond, eps=-c * S, fk_rate=rate)
 
+    def _twisted(self, x_t, t, cond) -> Prediction:
+        g = self.guidance
+        with torch.enable_grad():
+            x_in = x_t.detach().requires_grad_(True)
+            pred = self.inner(x_in, t, cond)
+            log_h = g.log_likelihood(pred.x0)
+            (grad,) = torch.autograd.grad(log_h.sum(), x_in)
+        c = bcast(pred.process.coefficients(t)[2], x_t)
+        eps = pred.eps.detach() - c * grad
+        return Prediction(pred.process, x_t, t, cond, eps=eps, log_twist=log_h.detach(), twist_score=grad)
+
 
 class SMC(Guidance):
     """Feynman-Kac corrector weights + SMC resampling for annealed / product / CFG targets."""
@@ -95,9 +120,11 @@ class SMC(Guidance):
     Config = SMCConfig
     requires = (AffineGaussian, SDE)
 
-    def __init__(self, expert: Any = None, **params: Any) -> None:
+    def __init__(self, expert: Any = None, operator: Any = None, measurement: Any = None, **params: Any) -> None:
         super().__init__(**params)
         self.expert = expert
+        self.operator = operator
+        self.measurement = None if measurement is None else torch.as_tensor(measurement)
         self.log_weights: torch.Tensor | None = None
         self.num_resampled: torch.Tensor | None = None
         self._steps: int | None = None
@@ -107,7 +134,13 @@ class SMC(Guidance):
     @property
     def betas_sum(self) -> float:
         cfg = self.config
-        return {"cfg": 1.0, "anneal": cfg.scale, "product": 2 * cfg.scale}[cfg.target]
+        return {"cfg": 1.0, "anneal": cfg.scale, "product": 2 * cfg.scale, "posterior": 1.0}[cfg.target]
+
+    def log_likelihood(self, x0: torch.Tensor) -> torch.Tensor:
+        """log N(y; A(x0), sigma_y^2 I) up to a constant, per sample."""
+        y = self.measurement.to(x0.device, x0.dtype)
+        r = (y - self.operator(x0)).flatten(1)
+        return -(r * r).sum(1) / (2 * self.config.noise ** 2)
 
     def check_fit(self, pipe) -> None:
         cfg = self.config
@@ -123,7 +156,18 @@ class SMC(Guidance):
         if abs(self.betas_sum - 1.0) > 0 and not hasattr(pipe.process, "prior_logp"):
             raise CompatibilityError(f"smc target {cfg.target!r} reweights the prior and needs "
                                      f"{type(pipe.process).__name__}.prior_logp")
+        if cfg.target == "posterior":
+            from diffusekit.plugins import get_registry
+
+            em = get_registry().get("sampler", "euler-maruyama").obj
+            if not isinstance(pipe.sampler, em):
+                raise CompatibilityError("smc target='posterior' computes Euler-Maruyama kernel ratios; use "
+                                         "sampler={'name': 'euler-maruyama', ...}")
+            if self.operator is None or self.measurement is None:
+                raise ConfigError("smc target='posterior' needs SMC(operator=A, measurement=y, ...)",
+                                  loc="guidance.operator")
         self._steps = getattr(pipe.sampler.config, "steps", None)
+        self._final_deterministic = bool(getattr(pipe.sampler.config, "denoise_final", False))
         self._process = pipe.process
         self._parameterization = pipe.parameterization
 
@@ -138,6 +182,8 @@ class SMC(Guidance):
         self.log_weights = None
 
     def on_step(self, x: Any, info: dict[str, Any]) -> Any:
+        if self.config.target == "posterior":
+            return self._twisted_step(x, info)
         pred = info.get("prediction")
         if pred is None or "fk_rate" not in pred.kinds:
             raise CompatibilityError("smc needs the sampler to report the prediction of each step (one denoiser "
@@ -157,3 +203,46 @@ class SMC(Guidance):
             self.log_weights, group, self.config.ess_threshold, self._gen, force=last and self.config.final_resample)
         self.num_resampled = self.num_resampled + need.sum()
         return gather_state(x, flat)
+
+    def _twisted_step(self, x: torch.Tensor, info: dict[str, Any]) -> torch.Tensor:
+        pred = info.get("prediction")
+        if pred is None or "log_twist" not in pred.kinds:
+            raise CompatibilityError("smc target='posterior' needs each step's prediction (euler-maruyama)")
+        b = pred.t.shape[0]
+        group = population_size(b, self.config.group_size)
+        i = info["i"]
+        log_h = pred.get("log_twist").to(torch.float64)
+        if i == 0 or self.log_weights is None:
+            self.log_weights = torch.zeros(b, dtype=torch.float64, device=x.device)
+            self.num_resampled = torch.zeros((), dtype=torch.long, device=x.device)
+            pending = torch.zeros_like(self.log_weights)
+        else:
+            pending = self._pending + log_h  # completes w_{i-1} with h_i(x_i)
+        # resample whole paths by the weights of the past (w_{i-1}); x holds x_{i+1}
+        lw = self.log_weights + pending
+        flat, self.log_weights, need = systematic_resample(lw, group, self.config.ess_threshold, self._gen)
+        self.num_resampled = self.num_resampled + need.sum()
+        # start w_i = p/r(x_{i+1} | x_i) h_{i+1}(x_{i+1}) / h_i(x_i) for the selected paths
+        process = self._process
+        t_i, t_next = pred.t, info["t"]
+        dt = (t_next - t_i).to(x.dtype)  # negative
+        last = self._steps is not None and i == self._steps - 1
+        if last and self._final_deterministic:  # the last Euler-Maruyama step adds no noise
+            ratio = torch.zeros(b, dtype=torch.float64, device=x.device)
+        else:
+            g2 = bcast(process.diffusion(t_i).to(x.dtype) ** 2, x)
+            mu_r = pred.x_t + process.reverse_drift(pred.x_t, t_i, pred.score, pred.cond) * bcast(dt, x)
+            delta = g2 * bcast(-dt, x) * pred.get("twist_score")
+            ratio = -(2 * ((x - mu_r) * delta).flatten(1).sum(1) + (delta * delta).flatten(1).sum(1)) / (
+                2 * (g2 * bcast(-dt, x)).flatten(1)[:, 0])
+            ratio = ratio.to(torch.float64)
+        pending = (ratio - log_h).index_select(0, flat)
+        x = gather_state(x, flat)
+        if last:
+            final = self.log_weights + pending + self.log_likelihood(x).to(torch.float64)
+            flat, self.log_weights, need = systematic_resample(
+                final, group, self.config.ess_threshold, self._gen, force=self.config.final_resample)
+            self.num_resampled = self.num_resampled + need.sum()
+            return gather_state(x, flat)
+        self._pending = pending
+        return x

@@ -10,9 +10,11 @@ return numpy; no gradient is ever taken.
 Batch layout: ``Pipeline.sample(n)`` with n = B * M holds B groups of M contiguous rows; after
 each step the M rows of a group are all set to the selected candidate, so the sampler's next
 (stochastic) step draws M fresh candidates from it. Every group ends with M identical rows:
-take ``x[::M]`` (:meth:`SVDD.representatives`). The value of the selected candidate reuses its
-x0_hat at the sampler's next call (cached), so the cost is one extra batched evaluation per
-step (NFE = 2 x steps - 1, honest: the inner denoiser counts it).
+take ``x[::M]`` (:meth:`SVDD.representatives`). Cost: the value step evaluates the denoiser on
+all B M candidates at the next time; the kept candidates' predictions are exactly what the
+sampler needs at its next step, so they are served from a cache (the sampler passes the same
+state object back). NFE therefore equals ``steps`` (each call on a batch of B M rows), counted
+honestly by the inner denoiser; a sampler that copies the state falls back to fresh calls.
 
 Continuous processes use ``prediction.x0``; discrete (masked) processes with a ``logits``
 prediction decode x0_hat = argmax logits at masked positions (``mask_id``), keeping the others.
