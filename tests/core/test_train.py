@@ -1,0 +1,116 @@
+"""Training: exact resume, warm-up / EMA / checkpoint files, clear errors for bad input and
+non-finite losses."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import diffusekit as dk
+from diffusekit.errors import ConfigError, NonFiniteError, ShapeError
+
+CFG = {"process": "vp", "parameterization": "eps", "network": {"name": "mlp", "dim": 2, "hidden": 32, "depth": 1}}
+KW = dict(steps=12, batch_size=32, lr=1e-3, warmup=3, ema=0.9, checkpoint_every=4)
+
+
+def _pipe(seed: int):
+    torch.manual_seed(seed)
+    return dk.Pipeline.from_config(CFG)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return dk.create("dataset", {"name": "moons", "n": 512})
+
+
+def test_resume_equals_uninterrupted(tmp_path, data):
+    full = _pipe(0)
+    res_full = dk.train(full, data, out_dir=tmp_path / "full", **KW)
+    part = _pipe(0)
+    res_part = dk.train(part, data, out_dir=tmp_path / "part", stop_after=6, **KW)
+    assert res_part.steps == 6 and (tmp_path / "part" / "checkpoint" / "state.json").exists()
+    resumed = _pipe(123)  # different initial weights: everything must come from the checkpoint
+    res = dk.train(resumed, data, out_dir=tmp_path / "part", resume=True, **KW)
+    assert res.resumed_from == 6
+    assert res.losses == res_full.losses  # same batches, noise and optimizer state
+    for k, v in full.network.state_dict().items():
+        assert torch.equal(v, resumed.network.state_dict()[k]), k  # exact, EMA weights included
+
+
+def test_checkpoint_contents_and_saved_pipeline(tmp_path, data):
+    pipe = _pipe(0)
+    dk.train(pipe, data, out_dir=tmp_path, **KW)
+    meta = json.loads((tmp_path / "checkpoint" / "state.json").read_text())
+    assert meta["step"] == 12 and len(meta["losses"]) == 12 and meta["pipeline"]["process"]["name"] == "vp"
+    from safetensors.torch import load_file
+
+    rng = load_file(str(tmp_path / "checkpoint" / "rng_rank0.safetensors"))
+    assert {"rng.data", "rng.noise", "rng.torch"} <= set(rng)
+    loaded = dk.Pipeline.load(tmp_path)  # the final (EMA) pipeline
+    for k, v in pipe.network.state_dict().items():
+        assert torch.equal(v, loaded.network.state_dict()[k])
+
+
+def test_warmup_and_ema(data):
+    pipe = _pipe(0)
+    seen = []
+    opt_step = torch.optim.AdamW.step
+
+    def spy(self, *a, **k):
+        seen.append(self.param_groups[0]["lr"])
+        return opt_step(self, *a, **k)
+
+    torch.optim.AdamW.step = spy
+    try:
+        dk.train(pipe, data, steps=5, batch_size=16, lr=1e-2, warmup=4, ema=None)
+    finally:
+        torch.optim.AdamW.step = opt_step
+    assert seen == pytest.approx([2.5e-3, 5e-3, 7.5e-3, 1e-2, 1e-2])
+    from diffusekit.train import EMA
+
+    net = nn.Linear(1, 1, bias=False)
+    nn.init.constant_(net.weight, 1.0)
+    ema = EMA(net, 0.9)
+    nn.init.constant_(net.weight, 3.0)
+    ema.update(net)
+    assert float(ema.shadow["weight"]) == pytest.approx(0.9 * 1.0 + 0.1 * 3.0)
+
+
+class Exploding(nn.Module):
+    sample_shape = (2,)
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(()))
+        self.calls = 0
+
+    def forward(self, x, t, cond=None):
+        self.calls += 1
+        return x * self.w * (float("inf") if self.calls > 3 else 1.0)
+
+
+def test_non_finite_loss_names_the_step(data):
+    pipe = dk.Pipeline(process="vp", network=Exploding(), parameterization="eps")
+    with pytest.raises(NonFiniteError, match="training loss became (nan|inf) at step 3") as info:
+        dk.train(pipe, data, steps=10, batch_size=8, ema=None)
+    assert info.value.step == 3
+
+
+def test_bad_training_arguments(tmp_path, data):
+    pipe = _pipe(0)
+    with pytest.raises(ConfigError, match="train.steps: steps must be >= 1"):
+        dk.train(pipe, data, steps=0)
+    with pytest.raises(ConfigError, match="train.batch_size"):
+        dk.train(pipe, data, steps=1, batch_size=0)
+    with pytest.raises(ConfigError, match="train.out_dir: checkpointing / resume needs out_dir"):
+        dk.train(pipe, data, steps=1, checkpoint_every=1)
+    with pytest.raises(ConfigError, match="data: data must be a Tensor"):
+        dk.train(pipe, 3.0, steps=1)
+    with pytest.raises(ShapeError, match="data: per-sample shape"):
+        pipe.sample_shape = (2,)
+        dk.train(pipe, torch.zeros(16, 5), steps=1)
+    with pytest.raises(ConfigError, match="unknown dataset 'moonz'; did you mean 'moons'"):
+        dk.train(pipe, "moonz", steps=1)
