@@ -236,7 +236,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         _add_plugin_commands(parser, argv)
-        args = parser.parse_args(argv)
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # argparse reports bad usage by exiting: return its code
+            return int(exc.code or 0)
         if not getattr(args, "func", None):
             parser.print_help()
             return 0

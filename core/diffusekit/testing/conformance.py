@@ -124,7 +124,10 @@ def _is_plain_gaussian(process) -> bool:
 
     if not isinstance(process, AffineGaussian):
         return False
-    return process.endpoint(None, torch.zeros(1, 2)) is None
+    try:  # processes with an endpoint y (b != 0) need a condition and refuse None
+        return process.endpoint(None, torch.zeros(1, 2)) is None
+    except Exception:  # noqa: BLE001
+        return False
 
 
 def _reference_processes(requires: Iterable[type]) -> list[tuple[str, Any]]:
@@ -316,8 +319,17 @@ _CONSTRUCT = ("process", "parameterization", "sampler", "schedule", "guidance", 
 
 
 def check_component(spec) -> list[CheckResult]:
-    """Run every applicable check on one registered component."""
+    """Run every applicable check on one registered component (never raises)."""
     rec = _Recorder(spec.kind, spec.name)
+    try:
+        _check_component(rec, spec)
+    except Exception as exc:  # noqa: BLE001 - a crash in the kit itself is reported as a failure
+        rec.results.append(CheckResult(spec.kind, spec.name, "conformance kit", "fail",
+                                       f"{type(exc).__name__}: {exc}"))
+    return rec.results
+
+
+def _check_component(rec: _Recorder, spec) -> None:
     _check_config(rec, spec)
     if spec.kind in _CONSTRUCT:
         obj = rec.run("construct with defaults", lambda: _create(spec.kind, spec.name))
@@ -341,7 +353,6 @@ def check_component(spec) -> list[CheckResult]:
     elif spec.kind == "command":
         rec.run("command is callable", lambda: None if callable(spec.obj) else (_ for _ in ()).throw(
             TypeError("registered command is not callable")))
-    return rec.results
 
 
 def run_checks(plugin: str) -> list[CheckResult]:
