@@ -70,9 +70,9 @@ def frechet_distance(f1: torch.Tensor, f2: torch.Tensor) -> float:
     """|mu1 - mu2|^2 + tr(C1 + C2 - 2 (C1 C2)^(1/2)) between Gaussian fits of two feature sets."""
     a, b = f1.double().numpy(), f2.double().numpy()
     mu1, mu2 = a.mean(0), b.mean(0)
-    c1, c2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    covmean, _ = linalg.sqrtm(c1 @ c2, disp=False)
-    covmean = covmean.real
+    eye = 1e-6 * np.eye(a.shape[1])  # dead ReLU units make the covariances singular
+    c1, c2 = np.cov(a, rowvar=False) + eye, np.cov(b, rowvar=False) + eye
+    covmean = linalg.sqrtm(c1 @ c2).real
     return float(((mu1 - mu2) ** 2).sum() + np.trace(c1 + c2 - 2 * covmean))
 
 

@@ -37,6 +37,19 @@ def test_heun_lands_on_points_with_right_frequencies(D):
     assert bool(((freq - WEIGHTS.double()).abs() < 4 * se).all()), freq
 
 
+def test_euler_on_the_karras_grid_also_converges():
+    if "euler" not in dk.components("sampler"):
+        pytest.skip("the EDM 'euler' sampler (solvers plugin) is not registered")
+    pipe = oracle_pipeline(_process(16.0), POINTS, WEIGHTS, sampler=dk.create("sampler", "euler", steps=60))
+    x = pipe.sample(4000, generator=torch.Generator().manual_seed(1))
+    assert pipe.last_nfe == 60
+    dist, idx = torch.cdist(x.double(), POINTS.double()).min(1)
+    assert float(dist.max()) < 1e-2
+    freq = torch.bincount(idx, minlength=4).double() / 4000
+    se = torch.sqrt(WEIGHTS.double() * (1 - WEIGHTS.double()) / 4000)
+    assert bool(((freq - WEIGHTS.double()).abs() < 4 * se).all()), freq
+
+
 def test_per_sample_generators_make_samples_batch_invariant():
     pipe = oracle_pipeline(_process(16.0), POINTS, WEIGHTS, sampler=_heun())
     gens = lambda idx: [torch.Generator().manual_seed(10 + i) for i in idx]  # noqa: E731
