@@ -91,6 +91,10 @@ class SVDD(Guidance):
             raise CompatibilityError(
                 f"svdd selects among candidates drawn by a stochastic sampler; {type(pipe.sampler).__name__} is "
                 "deterministic (all candidates would coincide). Use e.g. euler-maruyama or an ancestral sampler")
+        if getattr(pipe.sampler.config, "cache", False):
+            raise CompatibilityError(
+                f"svdd replaces the state after each step, so {type(pipe.sampler).__name__}'s prediction cache "
+                "would serve stale rows; pass cache=False to the sampler")
         self._steps = getattr(pipe.sampler.config, "steps", None)
 
     def wrap(self, denoiser, conditioner=None):
