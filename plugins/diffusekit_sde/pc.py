@@ -5,9 +5,13 @@ update t_k -> t_{k+1}. NFE = steps (corrector_steps + 1). Correctors (score s, z
 
 * ``langevin`` (``LangevinCorrector``): eps = 2 alpha (snr |z| / |s|)^2,
   x <- x + eps s + sqrt(2 eps) z, with alpha = 1 - beta_k = r_k^2 for VP / sub-VP and 1 for VE
-  (r from the step's exact transition). The reference code averages |z| and |s| over the
-  batch; ``norm="sample"`` (default) uses each sample's own norms so that results do not
-  depend on the batch (``norm="batch"`` reproduces the reference).
+  (r from the step's exact transition). As in the reference code |z| and |s| are per-sample
+  norms averaged over the batch (``norm="batch"``, default), so the step size is a constant
+  across states and the Langevin chain keeps its target (noise draws stay per-sample, but
+  the step size couples the samples of a batch). ``norm="sample"`` uses each sample's own
+  norms: batch-invariant, but the step then depends on the state, which biases the
+  stationary law in low dimension (fine for images, wrong for 2-D toys); ``ald`` is both
+  batch-invariant and state-independent.
 * ``ald`` (annealed Langevin, NCSN): eps = 2 alpha (snr c(t_k))^2 with c the marginal std.
 * ``none``: the predictor alone.
 """
@@ -35,7 +39,7 @@ class PCConfig(AncestralConfig):
     corrector: Literal["langevin", "ald", "none"] = Field("langevin", description="corrector at t_k")
     snr: float = Field(0.16, gt=0, description="signal-to-noise ratio r of the corrector (0.16 CIFAR-10)")
     corrector_steps: int = Field(1, ge=0, le=100, description="corrector iterations per step")
-    norm: Literal["sample", "batch"] = Field("sample", description="Langevin norms per sample or batch mean")
+    norm: Literal["batch", "sample"] = Field("batch", description="Langevin norms: batch mean (paper) or per sample")
 
 
 def langevin_step(x: torch.Tensor, score: torch.Tensor, z: torch.Tensor, alpha, snr: float,

@@ -55,9 +55,22 @@ def check_parameterization(process, shape=(16, 3), seed: int = 0, atol: float = 
             assert err < atol, f"{kind} -> {k2} round trip error {err:.3g}"
 
 
-def check_sampler(pipe, reference: torch.Tensor, n: int = 2000, seed: int = 0, bandwidths=(0.1, 0.2, 0.5, 1.0, 2.0)) -> dict:
-    """Sample ``n`` points and return ``{"mmd": ..., "nfe": ...}`` against ``reference``."""
+def check_sampler(pipe, reference: torch.Tensor, n: int = 2000, seed: int = 0, bandwidths=(0.1, 0.2, 0.5, 1.0, 2.0),
+                  max_mmd: float | None = None, sampler=None) -> dict:
+    """Sample ``n`` points and return ``{"mmd": ..., "nfe": ...}`` against ``reference``.
+
+    With ``max_mmd`` the check fails (AssertionError naming sampler, NFE and MMD) when the
+    unbiased squared MMD exceeds it; pick it from :func:`~diffusekit.testing.mmd_noise_floor`
+    (MMD between independent draws of the data) plus a margin. ``sampler`` overrides the
+    pipeline's sampler for this call.
+    """
     from .metrics import mmd
 
-    x = pipe.sample(n, generator=torch.Generator().manual_seed(seed))
-    return {"mmd": mmd(x, reference, bandwidths), "nfe": pipe.last_nfe}
+    x = pipe.sample(n, generator=torch.Generator().manual_seed(seed), sampler=sampler)
+    if not torch.isfinite(x).all():
+        raise AssertionError(f"sampler {type(pipe.sampler).__name__}: non-finite samples")
+    out = {"mmd": mmd(x, reference, bandwidths), "nfe": pipe.last_nfe, "samples": x}
+    if max_mmd is not None:
+        name = sampler if sampler is not None else pipe.config["sampler"]
+        assert out["mmd"] <= max_mmd, f"sampler {name}: MMD^2 {out['mmd']:.5f} > {max_mmd:.5f} at NFE {out['nfe']}"
+    return out
