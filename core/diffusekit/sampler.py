@@ -75,12 +75,32 @@ class FiniteTracker:
     """Records the first step whose state is non-finite, without a host sync per step."""
 
     def __init__(self, device) -> None:
-        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
+        self.device = device
+        self.probes: list[torch.Tensor] = []
+        self.steps: list[int] = []
 
     def update(self, x: Any, i: int) -> None:
+        # One reduction per step: NaN / Inf propagate through the sum, so it is finite iff the
+        # state is (half precision and integer states are summed in float32); checked in check().
         tensors = [x] if torch.is_tensor(x) else list(x.values())
-        ok = torch.stack([torch.isfinite(v).all() for v in tensors]).all()
-        self.first_bad = torch.where((self.first_bad < 0) & ~ok, torch.full_like(self.first_bad, i), self.first_bad)
+        probe = None
+        for v in tensors:
+            wide = v.is_complex() or v.dtype in (torch.float32, torch.float64)
+            s = v.sum() if wide else v.sum(dtype=torch.float32)
+            probe = s if probe is None else probe + s
+        self.probes.append(probe)
+        self.steps.append(i)
+
+    @property
+    def first_bad(self) -> torch.Tensor:
+        """Index of the first step whose state was non-finite, -1 if none (a device tensor)."""
+        if not self.probes:
+            return torch.full((), -1, dtype=torch.long, device=self.device)
+        bad = ~torch.isfinite(torch.stack(self.probes))
+        steps = torch.tensor(self.steps, dtype=torch.long, device=bad.device)
+        big = torch.full_like(steps, torch.iinfo(torch.long).max)
+        first = torch.where(bad, steps, big).min()
+        return torch.where(bad.any(), first, torch.full_like(first, -1))
 
     def check(self, what: str = "sampling") -> None:
         bad = int(self.first_bad)

@@ -18,9 +18,9 @@ import torch
 from pydantic import Field
 
 from diffusekit.api import create
-from diffusekit.errors import ConfigError, NonFiniteError
+from diffusekit.errors import ConfigError
 from diffusekit.random import randn_like
-from diffusekit.sampler import Plan, SamplerConfig, StepSampler
+from diffusekit.sampler import FiniteTracker, Plan, SamplerConfig, StepSampler
 
 from .gaussian import (GaussianNoise, Point, data_prediction, ends_at_zero_by_default, endpoint,
                        noise_prediction, point, t_of_lambda, zero_noise_time)
@@ -182,19 +182,15 @@ class GaussianSolver(StepSampler):
             x = teleport_state(x, process, getattr(denoiser, "buffers", None) or {},
                                float(process.t_max), float(plan.t[0]), y)
         carry = Carry(rows, times, y, x.shape[0])
-        finite = []
+        tracker = FiniteTracker(x.device)  # one reduction per step, checked once at the end
         for i in range(plan.num_steps):
             x, carry, pred = self.step(x, i, plan, denoiser, cond, generator, carry)
-            finite.append(torch.isfinite(x).all())
+            tracker.update(x, i)
             if callback is not None:
-                out = callback({"i": i, "t": plan.t[i + 1], "x": x, "prediction": pred})
+                out = callback({"i": i, "t": plan.t[i + 1], "x": x, "prediction": pred, "generator": generator})
                 if out is not None:
                     x = out
-        ok = torch.stack(finite)
-        if not bool(ok.all()):  # the only host sync: after the loop
-            bad = int((~ok).nonzero()[0, 0])
-            raise NonFiniteError(f"{type(self).__name__}: the state became NaN/Inf at step {bad}; check the "
-                                 "network output and the time grid's end point", step=bad)
+        tracker.check(type(self).__name__)
         return x
 
     def noise(self, x: torch.Tensor, generator) -> torch.Tensor:

@@ -1,0 +1,237 @@
+"""Solver benchmark: diffusekit's Gaussian solvers vs diffusers and k-diffusion (issue 4).
+
+All samplers are driven by the same exact oracle denoiser (``diffusekit.testing.MixtureOracle``)
+on a VP process (beta 0.1 -> 20, the continuous limit of diffusers' default DDPM schedule),
+from the same initial noise x_T ~ N(0, I):
+
+1. MMD^2 to fresh data at NFE 5 / 10 / 20 / 50 on an 8-mode 2-D ring and an 8-mode 16-D mixture.
+   diffusers schedulers run with their default configs (1000 linear-beta steps, their default
+   spacing); k-diffusion samplers run on x~ = x / a(1) with their standard Karras sigmas (rho 7)
+   between sigma~(t_min) and sigma~(1), then 0.
+2. RMS error of the deterministic solvers vs a converged float64 reference (RK45, rtol = atol
+   = 1e-10) from the same x_T, at the same end point (t_min = 1e-3; k-diffusion without the
+   final jump to 0).
+3. Per-step overhead in microseconds: batch 64 of shape (4, 8, 8), a network returning zeros,
+   1 thread, 50 steps, median of 5 runs.
+
+Run: ``python benchmarks/solvers.py [--n 4000] [--quick]`` (needs ``pip install diffusekit[bench]``
+for the peers; they are skipped when absent). Prints markdown tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+
+import torch
+
+import diffusekit as dk
+from diffusekit.testing.metrics import mmd
+from diffusekit.testing.oracles import GaussianMixture, oracle_pipeline
+from diffusekit_solvers.gaussian import point
+from diffusekit_solvers.peers import (diffusers_scheduler, kdiffusion_sampling, run_diffusers, run_kdiffusion,
+                                      sigma_form_oracle)
+
+NFES = (5, 10, 20, 50)
+
+# name -> (registry name, params, steps for a given NFE budget)
+OURS = {
+    "default (dpm-solver++)": ("dpm-solver++", {}, lambda n: n),
+    "ddim": ("ddim", {}, lambda n: n),
+    "dpm-solver-2": ("dpm-solver", {"order": 2}, lambda n: n),
+    "dpm-solver-3": ("dpm-solver", {"order": 3}, lambda n: n),
+    "dpm-solver++ 2M": ("dpm-solver++", {"variant": "2M"}, lambda n: n),
+    "dpm-solver++ 3M": ("dpm-solver++", {"variant": "3M"}, lambda n: n),
+    "dpm-solver++ 2S": ("dpm-solver++", {"variant": "2S"}, lambda n: n),
+    "dpm-solver++ 2M-SDE": ("dpm-solver++", {"variant": "2M-SDE"}, lambda n: n),
+    "unipc bh1": ("unipc", {"variant": "bh1"}, lambda n: n),
+    "unipc bh2": ("unipc", {"variant": "bh2"}, lambda n: n),
+    "deis tAB3": ("deis", {}, lambda n: n),
+    "heun (EDM)": ("heun", {}, lambda n: (n + 1) // 2),
+    "euler (EDM)": ("euler", {}, lambda n: n),
+}
+DETERMINISTIC = [k for k in OURS if "SDE" not in k]
+DIFFUSERS = ["DPMSolverMultistep", "UniPCMultistep", "DDIM", "Euler"]
+KDIFF = {"dpmpp_2m": lambda n: n, "euler": lambda n: n, "heun": lambda n: (n + 1) // 2}
+
+
+def mixtures():
+    return {"2-D ring (8 modes)": GaussianMixture.ring(8, 1.5, 0.1),
+            "16-D mixture (8 modes)": GaussianMixture.random(8, 16, seed=0, spread=1.0, std=0.2)}
+
+
+def karras(n, smin, smax, rho=7.0, zero=True):
+    ramp = torch.linspace(0, 1, n, dtype=torch.float64)
+    s = (smax ** (1 / rho) + ramp * (smin ** (1 / rho) - smax ** (1 / rho))) ** rho
+    return torch.cat([s, s.new_zeros(1)]) if zero else s
+
+
+class Setup:
+    def __init__(self, mix, n, dtype=torch.float32):
+        self.mix, self.n, self.dtype = mix, n, dtype
+        self.process = dk.create("process", "vp")
+        self.x_T = torch.randn(n, mix.dim, generator=torch.Generator().manual_seed(0), dtype=dtype)
+        self.ref = mix.sample(n, torch.Generator().manual_seed(12345), dtype=torch.float64)
+        self.x0_fn = sigma_form_oracle(mix)
+        self.p_hi, self.p_lo = point(self.process, self.process.t_max), point(self.process, self.process.t_min)
+        self.bw = tuple(b * math.sqrt(mix.dim / 2) for b in (0.1, 0.2, 0.5, 1.0, 2.0))
+
+    def mmd(self, x):
+        return mmd(x, self.ref, bandwidths=self.bw)
+
+    def ours(self, name, params, steps, x_T=None, dtype=None):
+        sampler = dk.create("sampler", name, steps=steps, **params)
+        pipe = oracle_pipeline(self.process, self.mix, sampler=sampler)
+        x = self.x_T if x_T is None else x_T
+        out = pipe.sample(x.shape[0], x_init=x.to(dtype or x.dtype),
+                          generator=[torch.Generator().manual_seed(i) for i in range(x.shape[0])]
+                          if sampler.stochastic else None)
+        return out, pipe.last_nfe
+
+    def kdiff(self, name, steps, zero=True, x_T=None):
+        x = (self.x_T if x_T is None else x_T) / self.p_hi.a
+        sig = karras(steps if zero else steps + 1, self.p_lo.sigma, self.p_hi.sigma, zero=zero).to(x.dtype)
+        out, nfe = run_kdiffusion(name, self.x0_fn, x, sig)
+        return out * (1.0 if zero else self.p_lo.a), nfe
+
+    def diffusers(self, name, steps):
+        return run_diffusers(diffusers_scheduler(name), self.x0_fn, self.x_T, steps)
+
+
+def mmd_table(setups, nfes, have_kd, have_df):
+    rows = []
+    for label, (name, params, st) in OURS.items():
+        rows.append((f"diffusekit {label}", [[s.ours(name, params, st(n)) for n in nfes] for s in setups]))
+    if have_df:
+        for name in DIFFUSERS:
+            rows.append((f"diffusers {name}", [[s.diffusers(name, n) for n in nfes] for s in setups]))
+    if have_kd:
+        for name, st in KDIFF.items():
+            rows.append((f"k-diffusion {name}", [[s.kdiff(name, st(n)) for n in nfes] for s in setups]))
+    out = {}
+    for label, per_setup in rows:
+        out[label] = [[(s.mmd(x), nfe) for (x, nfe) in runs] for s, runs in zip(setups, per_setup)]
+    return out
+
+
+def rms_table(setups, nfes, have_kd):
+    from diffusekit_solvers.peers import sigma_form_oracle  # noqa: F401  (same oracle as above)
+
+    out = {}
+    for s in setups:
+        x64 = s.x_T[:512].double()
+        ode = dk.create("sampler", "ode", rtol=1e-10, atol=1e-10)
+        pipe = oracle_pipeline(s.process, s.mix, sampler=ode)
+        ref = pipe.sample(x64.shape[0], x_init=x64)
+        for label in DETERMINISTIC:
+            name, params, st = OURS[label]
+            vals = [float(((s.ours(name, params, st(n), x_T=x64)[0] - ref) ** 2).mean().sqrt()) for n in nfes]
+            out.setdefault(f"diffusekit {label}", []).append(vals)
+        if have_kd:
+            for name, st in KDIFF.items():
+                vals = [float(((s.kdiff(name, st(n), zero=False, x_T=x64)[0] - ref) ** 2).mean().sqrt())
+                        for n in nfes]
+                out.setdefault(f"k-diffusion {name}", []).append(vals)
+    return out
+
+
+def overhead_table(have_kd, have_df, steps=50, repeats=5):
+    torch.manual_seed(0)
+    shape = (64, 4, 8, 8)
+    x_T = torch.randn(shape)
+
+    class Zero(torch.nn.Module):
+        sample_shape = shape[1:]
+
+        def forward(self, x, t, cond=None):
+            return torch.zeros_like(x)
+
+    def timeit(fn, nfe):
+        fn()
+        ts = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+        return statistics.median(ts) / nfe * 1e6
+
+    process = dk.create("process", "vp")
+    out = {}
+    for label, (name, params, st) in OURS.items():
+        sampler = dk.create("sampler", name, steps=st(steps), **params)
+        pipe = dk.Pipeline(process=process, network=Zero(), parameterization="x0", sampler=sampler)
+        gen = torch.Generator().manual_seed(0)
+        pipe.sample(64, x_init=x_T, generator=gen)
+        out[f"diffusekit {label}"] = timeit(lambda: pipe.sample(64, x_init=x_T, generator=gen), pipe.last_nfe)
+    zero_fn = lambda x, s: torch.zeros_like(x)  # noqa: E731
+    if have_kd:
+        ks = kdiffusion_sampling()
+        sig = karras(steps, 0.01, 150.0).float()
+        for name, st in KDIFF.items():
+            s_ = karras(st(steps), 0.01, 150.0).float()
+            nfe = run_kdiffusion(name, zero_fn, x_T, s_)[1]
+            out[f"k-diffusion {name}"] = timeit(lambda: getattr(ks, f"sample_{name}")(
+                lambda x, s: torch.zeros_like(x), x_T, s_, disable=True), nfe)
+        del sig
+    if have_df:
+        for name in DIFFUSERS:
+            sch = diffusers_scheduler(name)
+
+            def run():
+                sch.set_timesteps(steps)
+                x = x_T * sch.init_noise_sigma
+                for t in sch.timesteps:
+                    inp = sch.scale_model_input(x, t)
+                    x = sch.step(torch.zeros_like(inp), t, x).prev_sample
+                return x
+
+            out[f"diffusers {name}"] = timeit(run, steps)
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=4000, help="samples per MMD estimate")
+    ap.add_argument("--quick", action="store_true", help="NFE 10 only, n = 1000")
+    ap.add_argument("--skip", default="", help="comma list of sections to skip: mmd,rms,overhead")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    nfes = (10,) if args.quick else NFES
+    n = 1000 if args.quick else args.n
+    have_kd = kdiffusion_sampling() is not None
+    have_df = diffusers_scheduler("DDIM") is not None
+    if not (have_kd and have_df):
+        print(f"(peers missing: k-diffusion={have_kd}, diffusers={have_df}; pip install diffusekit[bench])")
+    skip = set(filter(None, args.skip.split(",")))
+    setups = [Setup(m, n) for m in mixtures().values()]
+    names = list(mixtures())
+    if "mmd" not in skip:
+        res = mmd_table(setups, nfes, have_kd, have_df)
+        floor = [abs(s.mmd(s.mix.sample(n, torch.Generator().manual_seed(777)))) for s in setups]
+        for k, name in enumerate(names):
+            print(f"\n### MMD^2 to fresh data, {name} (n = {n}; two fresh data sets: {floor[k]:.1e})\n")
+            print("| sampler | " + " | ".join(f"NFE {v}" for v in nfes) + " |")
+            print("|---|" + "---|" * len(nfes))
+            for label, per in res.items():
+                cells = [f"{m:.2e}" + ("" if nfe == v else f" ({nfe})") for (m, nfe), v in zip(per[k], nfes)]
+                print(f"| {label} | " + " | ".join(cells) + " |")
+    if "rms" not in skip:
+        res = rms_table(setups, nfes, have_kd)
+        for k, name in enumerate(names):
+            print(f"\n### RMS error vs converged float64 ODE (same x_T), {name}\n")
+            print("| sampler | " + " | ".join(f"NFE {v}" for v in nfes) + " |")
+            print("|---|" + "---|" * len(nfes))
+            for label, per in res.items():
+                print(f"| {label} | " + " | ".join(f"{v:.2e}" for v in per[k]) + " |")
+    if "overhead" not in skip:
+        res = overhead_table(have_kd, have_df)
+        print("\n### Per-step overhead (us), batch 64 x (4, 8, 8), zero network, 1 thread\n")
+        print("| sampler | us / step |\n|---|---|")
+        for label, us in res.items():
+            print(f"| {label} | {us:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
