@@ -86,3 +86,16 @@ def test_save_load_round_trip(tmp_path):
     a = pipe.sample(4, generator=[1, 2, 3, 4])
     b = loaded.sample(4, generator=[1, 2, 3, 4])
     assert torch.equal(a, b) and loaded.last_nfe == 9
+
+
+def test_edm_process_works_with_the_core_gaussian_mixture_oracle():
+    """edm is AffineGaussian (1, 0, sigma): the core's exact GMM denoiser (x0 parameterization,
+    raw sigma as time) plus Heun reproduces the mixture."""
+    from diffusekit.testing import GaussianMixture, mmd
+    from diffusekit.testing.oracles import oracle_pipeline as gm_pipeline
+
+    gm = GaussianMixture.ring()
+    pipe = gm_pipeline(dk.create("process", "edm"), gm, sampler=_heun())
+    x = pipe.sample(1000, generator=torch.Generator().manual_seed(0))
+    assert pipe.last_nfe == 35
+    assert mmd(x, gm.sample(1000, torch.Generator().manual_seed(1))) < 0.01
