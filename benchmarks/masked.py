@@ -47,27 +47,31 @@ def _timed(pipe, n, sampler, seed=0, repeats=3):
 
 # ----------------------------------------------------------------------------- speed
 def speed(args):
-    length, vocab = 64, VOCAB_SIZE_PYDOC
-    torch.manual_seed(0)
-    net = dk.create("network", "transformer", vocab_size=vocab, seq_len=length, dim=args.dim, depth=args.depth,
-                    heads=4)
-    pipe = dk.Pipeline(process={"name": "masked", "vocab_size": vocab}, network=net)
+    length = 64
     rows = []
-    for batch in args.batches:
-        for spec in ({"name": "first-hitting"},
-                     {"name": "ancestral", "steps": 1000, "cache": True},
-                     {"name": "ancestral", "steps": 1000, "cache": False},
-                     {"name": "ancestral", "steps": 64, "cache": True},
-                     {"name": "first-hitting", "precision": "float32"}):
-            sec, nfe = _timed(pipe, batch, dict(spec), repeats=1 if spec.get("steps") == 1000 else 3)
-            rows.append((batch, spec, sec, nfe))
-    fhs = {b: s for b, spec, s, _ in rows if spec == {"name": "first-hitting"}}
-    print(f"L = {length}, V = {vocab}, transformer dim {args.dim} depth {args.depth}, 1 CPU thread\n")
-    print("| batch | sampler | NFE | seconds | speed-up of first-hitting |")
-    print("|---|---|---|---|---|")
-    for b, spec, sec, nfe in rows:
-        name = ", ".join(f"{k}={v}" for k, v in spec.items() if k != "name")
-        print(f"| {b} | {spec['name']}{' (' + name + ')' if name else ''} | {nfe} | {sec:.3f} | {sec / fhs[b]:.1f}x |")
+    for vocab, batches in ((VOCAB_SIZE_PYDOC, args.batches), (50257, [1])):
+        torch.manual_seed(0)
+        net = dk.create("network", "transformer", vocab_size=vocab, seq_len=length, dim=args.dim,
+                        depth=args.depth, heads=4)
+        pipe = dk.Pipeline(process={"name": "masked", "vocab_size": vocab}, network=net)
+        specs = [{"name": "first-hitting"}, {"name": "ancestral", "steps": 1000, "cache": True}]
+        if vocab == VOCAB_SIZE_PYDOC:
+            specs += [{"name": "ancestral", "steps": 1000, "cache": False},
+                      {"name": "ancestral", "steps": 64, "cache": True}]
+        for batch in batches:
+            for spec in specs:
+                sec, nfe = _timed(pipe, batch, dict(spec), repeats=1 if spec.get("steps") == 1000 else 3)
+                rows.append((vocab, batch, spec, sec, nfe))
+                print(rows[-1], flush=True)
+    fhs = {(v, b): s for v, b, spec, s, _ in rows if spec == {"name": "first-hitting"}}
+    print(f"\nL = {length}, untrained transformer dim {args.dim} depth {args.depth}, float64 sampling, "
+          f"1 CPU thread (shared machine)\n")
+    print("| vocab | batch | sampler | NFE | seconds | first-hitting speed-up |")
+    print("|---|---|---|---|---|---|")
+    for v, b, spec, sec, nfe in rows:
+        name = ", ".join(f"{k}={val}" for k, val in spec.items() if k != "name")
+        label = spec["name"] + (f" ({name})" if name else "")
+        print(f"| {v} | {b} | {label} | {nfe} | {sec:.3f} | {sec / fhs[(v, b)]:.1f}x |")
 
 
 # ----------------------------------------------------------------------------- factorisation
@@ -203,7 +207,7 @@ def main():
     ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--depth", type=int, default=4)
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--batches", type=int, nargs="+", default=[1, 16])
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--out", default=None, help="pydoc: save the trained pipeline here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

@@ -137,8 +137,8 @@ class FirstHitting(Sampler):
             # pick one masked position uniformly: argmax of uniforms over masked positions
             scores = rand((b, length), generator, x.device, dt).masked_fill(x != mask_id, -1.0)
             pos = scores.argmax(1)
-            probs = _probs(pred, self.config.precision).gather(
-                1, pos[:, None, None].expand(b, 1, process.num_tokens)).squeeze(1)
+            logits = pred.logits.gather(1, pos[:, None, None].expand(b, 1, pred.logits.shape[-1])).squeeze(1)
+            probs = torch.softmax(logits.to(dt), dim=-1)        # only the chosen position: (B, V + 1)
             tok = sample_categorical(probs, generator, self.config.precision)
             cur = x.gather(1, pos[:, None]).squeeze(1)
             x = x.scatter(1, pos[:, None], torch.where(active, tok, cur)[:, None])
