@@ -60,7 +60,7 @@ class _SigmaTime(ForwardProcess, SigmaParameterized):
     """Shared sigma-as-time behaviour: t = sigma, log-normal training times."""
 
     Config = SigmaConfig
-    preferred_samplers = ("heun", "pfgmpp-heun", "euler")
+    preferred_samplers = ("heun", "euler")
     default_parameterization = "edm"
     #: augmented dimension (inf for EDM)
     D: float = math.inf
