@@ -19,7 +19,10 @@ the batch composition (by design).
 
 ``target="posterior"`` (inverse problems y = A(x0) + sigma_y n) is twisted SMC (Wu et al. 2023,
 "Practical and Asymptotically Exact Conditional Sampling in Diffusion Models", TDS): the twist
-h_t(x_t) = N(y; A(x0_hat(x_t)), sigma_y^2) (the DPS approximation), proposals from the
+h_t(x_t) = N(y; A(x0_hat(x_t)), sigma_y^2 + k r_t^2), r_t^2 = c^2 / (a^2 + c^2) (the DPS
+approximation with the PiGDM variance inflation of Song et al. 2023 for data of scale ~1,
+k = ``twist_inflation``; any twist keeps the method exact, a better one lowers the weight
+variance), proposals from the
 Euler-Maruyama kernel with score s + grad log h_t, and per-step weights
 w_i = p(x_{i+1} | x_i) h_{i+1}(x_{i+1}) / (r(x_{i+1} | x_i) h_i(x_i)); for Gaussian kernels of
 variance g^2 |dt| whose means differ by delta = g^2 |dt| grad log h_t,
@@ -57,6 +60,8 @@ class SMCConfig(ComponentConfig):
     seed: int = Field(0, description="seed of the resampling generator")
     batched: bool = Field(True, description="cfg target: one network call on a 2B batch")
     noise: float = Field(0.05, gt=0.0, description="posterior target: measurement noise std sigma_y")
+    twist_inflation: float = Field(
+        1.0, ge=0.0, description="posterior target: twist variance sigma_y^2 + this * c^2 / (a^2 + c^2) (0: DPS twist)")
 
 
 def _sq(v: torch.Tensor) -> torch.Tensor:
@@ -107,7 +112,9 @@ class FKDenoiser(DenoiserWrapper):
         with torch.enable_grad():
             x_in = x_t.detach().requires_grad_(True)
             pred = self.inner(x_in, t, cond)
-            log_h = g.log_likelihood(pred.x0)
+            a, _, c = pred.process.coefficients(t)
+            var = g.config.noise ** 2 + g.config.twist_inflation * c * c / (a * a + c * c)
+            log_h = g.log_likelihood(pred.x0, var)
             (grad,) = torch.autograd.grad(log_h.sum(), x_in)
         c = bcast(pred.process.coefficients(t)[2], x_t)
         eps = pred.eps.detach() - c * grad
@@ -136,11 +143,12 @@ class SMC(Guidance):
         cfg = self.config
         return {"cfg": 1.0, "anneal": cfg.scale, "product": 2 * cfg.scale, "posterior": 1.0}[cfg.target]
 
-    def log_likelihood(self, x0: torch.Tensor) -> torch.Tensor:
-        """log N(y; A(x0), sigma_y^2 I) up to a constant, per sample."""
+    def log_likelihood(self, x0: torch.Tensor, var: torch.Tensor | float | None = None) -> torch.Tensor:
+        """log N(y; A(x0), var I) up to a particle-independent constant (var: sigma_y^2 by default)."""
         y = self.measurement.to(x0.device, x0.dtype)
         r = (y - self.operator(x0)).flatten(1)
-        return -(r * r).sum(1) / (2 * self.config.noise ** 2)
+        var = self.config.noise ** 2 if var is None else var
+        return -(r * r).sum(1) / (2 * var)
 
     def check_fit(self, pipe) -> None:
         cfg = self.config
