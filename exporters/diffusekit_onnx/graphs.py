@@ -128,8 +128,7 @@ class DenoiserGraph(nn.Module):
         else:
             both = torch.cat([self.encode(cond), self.encode(g.null(cond))], dim=0)
             out = self.network(torch.cat([xin, xin], 0), torch.cat([tin, tin], 0), both)
-            n = x.shape[0]
-            c, u = out[:n], out[n:]
+            c, u = out.unflatten(0, (2, -1)).unbind(0)  # no slicing by the (symbolic) batch size
             if g.combine is not None:
                 out = g.combine(u, c)
             elif self.kind == "logits":  # mix log-probabilities, as CFG does for discrete models

@@ -171,6 +171,17 @@ def export_module(module: nn.Module, inputs: Sequence[Any], names: Sequence[str]
     """``torch.onnx.export(dynamo=True)`` with a dynamic batch; raises :class:`OnnxExportError`."""
     module = module.eval()
     axes = dynamic_axes or {}
+    grads = [(p, p.requires_grad) for p in module.parameters()]
+    for p, _ in grads:  # an inference graph: no autograd bookkeeping (scan would trace a joint graph)
+        p.requires_grad_(False)
+    try:
+        return _export(module, inputs, names, output_names, path, opset, axes, what)
+    finally:
+        for p, flag in grads:
+            p.requires_grad_(flag)
+
+
+def _export(module, inputs, names, output_names, path, opset, axes, what):
     kept = [(n, v) for n, v in zip(names, inputs)]
     args = tuple(v for _, v in kept)
     try:
