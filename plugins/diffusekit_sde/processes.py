@@ -26,7 +26,7 @@ from diffusekit.random import rand, randn
 class _GaussianSDE(ForwardProcess, AffineGaussian, SDE):
     """Shared behaviour of the score-SDE processes (b(t) = 0, prior at t = 1)."""
 
-    preferred_samplers = ("dpm-solver++", "ode")
+    preferred_samplers = ("deis", "dpm-solver++", "ode")
     default_parameterization = "eps"
     t_max = 1.0
     #: noise of the ancestral sampler: "transition" (DDPM, sqrt(beta_i)) or "posterior" (SMLD)
@@ -162,7 +162,7 @@ class VE(_GaussianSDE, SigmaParameterized):
     """Variance-exploding SDE (continuous SMLD / NCSN)."""
 
     Config = VEConfig
-    preferred_samplers = ("dpm-solver++", "ode")
+    preferred_samplers = ("deis", "dpm-solver++", "ode")
     default_parameterization = "eps"
     ancestral_variance = "posterior"
 
