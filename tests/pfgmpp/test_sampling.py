@@ -99,3 +99,14 @@ def test_edm_process_works_with_the_core_gaussian_mixture_oracle():
     x = pipe.sample(1000, generator=torch.Generator().manual_seed(0))
     assert pipe.last_nfe == 35
     assert mmd(x, gm.sample(1000, torch.Generator().manual_seed(1))) < 0.01
+
+
+def test_onnx_export_of_a_pfgmpp_pipeline(tmp_path):
+    pytest.importorskip("onnxruntime")
+    if "onnx" not in dk.components("exporter") or "heun" not in dk.components("sampler"):
+        pytest.skip("needs the onnx exporter and the heun sampler")
+    torch.manual_seed(0)
+    net = dk.create("network", "mlp", dim=4, hidden=32, depth=1, time_scale=10.0)
+    pipe = dk.Pipeline(process={"name": "pfgmpp", "D": 16}, network=net, sampler={"name": "heun", "steps": 6})
+    report = dk.export(pipe, "onnx", tmp_path / "model.onnx")
+    assert report.max_abs_err < 1e-4
