@@ -125,3 +125,10 @@ def test_per_sample_generators_are_batch_invariant():
     for i in range(4):
         one = sample_perturbation((1, 6), sig[i:i + 1], 16.0, [torch.Generator().manual_seed(i)])
         assert torch.equal(full[i:i + 1], one)
+
+
+def test_excess_kurtosis_per_coordinate():
+    """Each coordinate is t_D(scale sigma): excess kurtosis 6 / (D - 4) (0.3 at D = 24; 0 for a Gaussian)."""
+    n = sample_perturbation((50000, 8), torch.tensor(1.0), 24.0, _gen(10))
+    k = sum(stats.kurtosis(n[:, j].numpy()) for j in range(8)) / 8
+    assert abs(k - 6 / 20) < 0.06
