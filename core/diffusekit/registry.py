@@ -67,6 +67,32 @@ class ComponentSpec:
         }
 
 
+#: Base class a registered *class* must derive from, per kind (factories and other callables
+#: are accepted as they are).
+BASES: dict[str, tuple[str, str]] = {
+    "process": ("process", "ForwardProcess"),
+    "parameterization": ("parameterization", "Parameterization"),
+    "sampler": ("sampler", "Sampler"),
+    "schedule": ("sampler", "TimeGrid"),
+    "guidance": ("guidance", "Guidance"),
+    "conditioner": ("conditioner", "Conditioner"),
+    "exporter": ("export", "Exporter"),
+}
+
+
+def _check_base(kind: str, name: str, obj: Any) -> None:
+    if kind not in BASES or not isinstance(obj, type):
+        return
+    import importlib
+
+    module, cls = BASES[kind]
+    base = getattr(importlib.import_module(f"diffusekit.{module}"), cls)
+    if not issubclass(obj, base):
+        raise ConfigError(
+            f"{kind} {name!r}: {obj.__module__}.{obj.__qualname__} must subclass diffusekit.{cls}",
+            loc=kind)
+
+
 def _config_of(obj: Any, config: type | None) -> type | None:
     if config is not None:
         return config
@@ -102,6 +128,7 @@ class Registry:
         self.check_kind(kind)
         if not isinstance(name, str) or not name:
             raise ConfigError(f"component name must be a non-empty string, got {name!r}")
+        _check_base(kind, name, obj)
         if not description:
             doc = (getattr(obj, "__doc__", None) or "").strip()
             description = doc.splitlines()[0] if doc else ""

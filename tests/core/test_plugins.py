@@ -22,11 +22,16 @@ def _pkg() -> str:
     return f"dk_test_{uuid.uuid4().hex[:8]}"
 
 
+@pytest.fixture(autouse=True)
+def _plain_environment(monkeypatch):
+    """These tests set the plugin environment variables themselves (CI runs with strict=1)."""
+    for var in ("DIFFUSEKIT_STRICT_PLUGINS", "DIFFUSEKIT_LOAD_PLUGINS", "DIFFUSEKIT_DISABLE_PLUGINS"):
+        monkeypatch.delenv(var, raising=False)
+
+
 @pytest.fixture
 def plugin_dir(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
-    for var in ("DIFFUSEKIT_STRICT_PLUGINS", "DIFFUSEKIT_LOAD_PLUGINS", "DIFFUSEKIT_DISABLE_PLUGINS"):
-        monkeypatch.delenv(var, raising=False)
     return tmp_path
 
 
@@ -200,7 +205,9 @@ def test_rollback_when_a_hook_raises_midway(isolated_registry):
         raise RuntimeError("boom after two registrations")
 
     def register_processes(register):
-        register("never-committed", _S)
+        from diffusekit_sde.processes import VP
+
+        register("never-committed", VP)  # staged first (processes register before samplers)
 
     info = isolated_registry.load_module(_module("halfway", register_samplers=register_samplers,
                                                  register_processes=register_processes))
@@ -257,3 +264,38 @@ def test_same_plugin_registering_a_name_twice(isolated_registry):
 
     info = isolated_registry.load_module(_module("twice", register_samplers=register_samplers))
     assert info.status == "error" and "registers sampler 'twice' twice" in info.error
+
+
+def test_builtins_load_first_and_override_is_explicit(plugin_dir):
+    """Built-ins (distribution 'diffusekit') load before third-party plugins; a third-party
+    plugin replaces a component only with override=True, and provenance says who won."""
+    third = _pkg()
+    source = """
+from diffusekit import hookimpl
+from diffusekit_sde.processes import VP
+
+
+class MyVP(VP):
+    \"\"\"A replacement VP.\"\"\"
+
+
+@hookimpl
+def register_processes(register):
+    register("vp", MyVP, override=True)
+"""
+    make_dist(plugin_dir, "aaa-early-name", third, source)  # sorts before "diffusekit" by name
+    from importlib import metadata as md
+
+    eps = entry_points_in(plugin_dir) + [ep for ep in md.entry_points(group="diffusekit") if ep.name == "sde"]
+    manager = PluginManager(entry_points=eps)
+    order = [i.name for i in manager.plugin_infos()]
+    assert order == ["sde", third]
+    spec = manager.registry.get("process", "vp")
+    assert spec.provenance.distribution == "aaa-early-name" and spec.obj.__name__ == "MyVP"
+    assert manager.registry.get("process", "ve").provenance.plugin == "sde"
+
+
+def test_registered_classes_must_subclass_the_kind_base(isolated_registry):
+    with pytest.raises(ConfigError, match="process 'p': .*_S must subclass diffusekit.ForwardProcess"):
+        isolated_registry.registry.register("process", "p", _S)
+    isolated_registry.registry.register("sampler", "factory", lambda **kw: _S(**kw))  # callables are fine
