@@ -37,10 +37,15 @@ def _reduce(err: torch.Tensor, how: str) -> torch.Tensor:
 
 
 class _ImportanceSampler:
-    """Inverse-CDF sampler for p(t) proportional to g(t)^2 / c(t)^2 on [eps, 1]."""
+    """Inverse-CDF sampler for p(t) proportional to g(t)^2 / c(t)^2 on [eps, 1].
+
+    The density behaves like 1 / t near 0 (VP: g^2 / c^2 ~ b0 / (b0 t)), so the CDF is
+    tabulated by the trapezoid rule on a geometric grid (uniform in log t), which resolves
+    the mass near eps; times are interpolated linearly within a cell.
+    """
 
     def __init__(self, process, eps: float, n: int = 20_001):
-        t = torch.linspace(eps, 1.0, n, dtype=torch.float64)
+        t = torch.logspace(torch.log10(torch.tensor(eps)).item(), 0.0, n, dtype=torch.float64)
         w = process.diffusion(t) ** 2 / process.coefficients(t)[2] ** 2
         cdf = torch.cat([torch.zeros(1, dtype=torch.float64),
                          torch.cumsum((w[1:] + w[:-1]) / 2 * (t[1:] - t[:-1]), 0)])
