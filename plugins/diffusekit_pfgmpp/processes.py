@@ -19,6 +19,7 @@ Training noise levels are log-normal, ln sigma ~ N(p_mean, p_std^2) (EDM Table 1
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 from typing import Any
 
 import torch
@@ -92,9 +93,9 @@ class _SigmaTime(ForwardProcess, SigmaParameterized):
         z = randn((n,), generator, device, torch.float32)
         return torch.exp(self.config.p_mean + self.config.p_std * z)
 
+    @abstractmethod
     def noise(self, shape: tuple[int, ...], sigma: torch.Tensor, generator=None, device="cpu") -> torch.Tensor:
         """A float64 draw of the perturbation x - y at noise level ``sigma`` (scalar or (B,))."""
-        raise NotImplementedError
 
     def perturb(self, x0: torch.Tensor, t: torch.Tensor, cond: Any = None, generator=None) -> Perturbed:
         n = self.noise(tuple(x0.shape), t, generator, x0.device).to(x0.dtype)
