@@ -48,6 +48,19 @@ def t_of_sigma(process, sigma: torch.Tensor) -> torch.Tensor:
     return process.t_from_log_snr(-2 * torch.log(sigma))
 
 
+def log_snr_of(process, t: torch.Tensor) -> torch.Tensor:
+    """lambda(t) = log(a^2 / c^2), or -2 log sigma(t) for sigma-only (EDM / PFGM++) processes."""
+    if isinstance(process, AffineGaussian):
+        return process.log_snr(t)
+    return -2 * torch.log(sigma_of(process, t))
+
+
+def t_of_log_snr(process, lam: torch.Tensor) -> torch.Tensor:
+    if isinstance(process, AffineGaussian):
+        return process.t_from_log_snr(lam)
+    return t_of_sigma(process, torch.exp(-0.5 * lam))
+
+
 class Uniform(TimeGrid):
     """Uniform in t: t_i = T + i/N (t_end - T)."""
 
@@ -70,17 +83,17 @@ class Quadratic(TimeGrid):
 
 
 class LogSNR(TimeGrid):
-    """Uniform in log-SNR lambda = log(a^2/c^2) (DPM-Solver's recommended grid)."""
+    """Uniform in log-SNR lambda = log(a^2/c^2) (DPM-Solver's recommended grid; -2 log sigma for
+    sigma-only processes)."""
 
     Config = GridConfig
-    requires = (AffineGaussian,)
 
     def times(self, process, steps):
         hi, lo = _ends(process, self.config.t_end, self.config.t_start)
-        lam = torch.linspace(float(process.log_snr(torch.tensor(hi, dtype=torch.float64))),
-                             float(process.log_snr(torch.tensor(lo, dtype=torch.float64))), steps + 1,
+        lam = torch.linspace(float(log_snr_of(process, torch.tensor(hi, dtype=torch.float64))),
+                             float(log_snr_of(process, torch.tensor(lo, dtype=torch.float64))), steps + 1,
                              dtype=torch.float64)
-        t = process.t_from_log_snr(lam)
+        t = t_of_log_snr(process, lam)
         t[0], t[-1] = hi, lo
         return t
 

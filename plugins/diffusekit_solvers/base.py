@@ -105,6 +105,13 @@ class GaussianSolver(StepSampler):
                               loc="sampler.final_sigma_zero")
         return flag
 
+    def final_is_zero(self, process) -> bool:
+        """Whether the grid's last time has sigma = 0 (by default / by config, or an explicit list)."""
+        spec = self.config.schedule
+        if isinstance(spec, dict) and spec.get("name") == "explicit":
+            return point(process, float(spec["times"][-1])).c == 0.0
+        return self.ends_at_zero(process)
+
     def start_time(self, process, t_end: float) -> float:
         """t_max, or the teleport target: lambda_start = lambda_max + f (lambda_end - lambda_max)."""
         f = self.config.teleport
@@ -120,13 +127,18 @@ class GaussianSolver(StepSampler):
         ``intervals - 1`` intervals and the time of sigma = 0 is appended (EDM, Karras et al.
         2022, eq. 5 followed by sigma_N = 0).
         """
+        spec = self.config.schedule
+        if isinstance(spec, dict) and spec.get("name") == "explicit":  # used as given (may end at sigma = 0)
+            if self.config.teleport:
+                raise ConfigError("teleport needs a generated grid; with an explicit list start it at the "
+                                  "teleport time yourself", loc="sampler.teleport")
+            return [float(v) for v in create("schedule", spec, loc="sampler.schedule").times(process, intervals)]
         zero = self.ends_at_zero(process)
         t_min = float(process.t_min)
         t_start = self.start_time(process, t_min)
-        spec = self.config.schedule
         name, params = (spec, {}) if isinstance(spec, str) else (spec["name"], {k: v for k, v in spec.items() if k != "name"})
         n = intervals - 1 if zero else intervals
-        if name != "explicit":
+        if self.config.teleport:
             params.setdefault("t_start", t_start)
         if n >= 1:
             grid = create("schedule", {"name": name, **params}, loc="sampler.schedule").times(process, n)

@@ -101,17 +101,14 @@ def multistep_orders(n: int, order: int, lower_order_final: bool, zero_end: bool
 
 
 def singlestep_orders(nfe: int, order: int, zero_end: bool) -> list[int]:
-    """Split an NFE budget into singlestep orders (DPM-Solver Sec. 3.4 'fast' schedule)."""
+    """Split an NFE budget into full-order singlestep steps plus one lower-order remainder step
+    (DPM-Solver Sec. 3.4); the final step to sigma = 0 is first order."""
     if zero_end and nfe > 1:
         return singlestep_orders(nfe - 1, order, False) + [1]
     if order == 1 or nfe == 1:
         return [1] * nfe
-    if order == 2:
-        return [2] * (nfe // 2) + ([1] if nfe % 2 else [])
-    k, rem = divmod(nfe, 3)
-    if rem == 0:
-        return [3] * (k - 1) + [2, 1]
-    return [3] * k + ([1] if rem == 1 else [2])
+    k, rem = divmod(nfe, order)
+    return [order] * k + ([rem] if rem else [])
 
 
 # ------------------------------------------------------------------------------ DDIM
@@ -160,7 +157,7 @@ class DPMSolver(_Exponential):
     multistep = False
 
     def build_plan(self, process):
-        zero = self.ends_at_zero(process)
+        zero = self.final_is_zero(process)
         orders = singlestep_orders(self.config.steps, self.config.order, zero)
         ts = self.grid(process, len(orders))
         pts = self.points(process, ts)
@@ -260,7 +257,7 @@ class DPMSolverPP(_Exponential):
 
     def build_plan(self, process):
         cfg = self.config
-        zero = self.ends_at_zero(process)
+        zero = self.final_is_zero(process)
         if cfg.variant == "2S":
             orders = singlestep_orders(cfg.steps, 2, zero)
             ts = self.grid(process, len(orders))
@@ -314,7 +311,7 @@ class DEIS(_Exponential):
 
     def build_plan(self, process):
         cfg = self.config
-        zero = self.ends_at_zero(process)
+        zero = self.final_is_zero(process)
         ts = self.grid(process, cfg.steps)
         pts = self.points(process, ts)
         orders = multistep_orders(cfg.steps, cfg.order, cfg.lower_order_final, zero)

@@ -90,7 +90,7 @@ class UniPC(GaussianSolver):
 
     def build_plan(self, process):
         cfg = self.config
-        zero = self.ends_at_zero(process)
+        zero = self.final_is_zero(process)
         ts = self.grid(process, cfg.steps)
         pts = self.points(process, ts)
         orders = multistep_orders(cfg.steps, cfg.order, cfg.lower_order_final, zero)
