@@ -271,7 +271,7 @@ class Pipeline:
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=sampler.expected_nfe() or getattr(sampler.config, "steps", None),
+            bar = tqdm(total=getattr(sampler.config, "steps", None),  # one update per step callback
                        desc=f"sampling ({type(sampler).__name__})", leave=False, disable=None)
         hooks = [g for g in self.guidance if type(g).on_step is not Guidance.on_step]
         # Backstop for samplers that do not track non-finite states themselves: the first
