@@ -77,21 +77,55 @@ def export_denoiser(pipe, path, opts: ExportOptions, example: Sequence[Any] | No
                           "pass example=(x_t, t, cond) or give the network example_inputs with a condition",
                           loc="example")
     inputs = tuple(v for v in inputs if v is not None) if inputs[2] is None else inputs
+    meta = {"pipeline": pipe.config, "conditioner_in_graph": pipe.conditioner is not None,
+            "guidance_folded": None if graph.guidance is None else {
+                "scale": graph.guidance.scale, "guidance": pipe.config.get("guidance")},
+            "weights_sha256": metadata.weights_hash(pipe)}
+    reference = None
+    if opts.fp16:  # fp16 graphs are compared with the float32 denoiser
+        reference = DenoiserGraph(pipe.network, pipe.parameterization, pipe.process, pipe.conditioner,
+                                  graph.guidance).eval()
+    return export_graph(graph, inputs, path, opts, meta, lambda b, s: pipeline_example(pipe, b, s, example),
+                        what=f"the denoiser of {type(pipe.network).__name__}", reference=reference)
+
+
+def export_network(network, path, example: Sequence[Any] | None = None, **options) -> ExportReport:
+    """Export and verify a bare network ``network(x_t, t, cond)`` (no pipeline).
+
+    Inputs come from ``example`` or ``network.example_inputs(batch)``; used to check that every
+    registered network exports.
+    """
+    from diffusekit.config import validate_params
+
+    from .examples import network_example
+
+    opts = validate_params(ExportOptions, options, loc="export")
+    path = Path(path)
+    if example is None and not hasattr(network, "example_inputs"):
+        raise ConfigError(f"{type(network).__name__} has no example_inputs(batch); pass example=(x_t, t, cond)",
+                          loc="example")
+    make = (lambda b, s: network_example(network, b, s)) if example is None else \
+        (lambda b, s: tuple(example))
+    inputs = tuple(make(opts.batch, 0))
+    inputs = inputs if len(inputs) > 2 and inputs[2] is not None else inputs[:2]
+    net = copy.deepcopy(network).half() if opts.fp16 else network
+    graph = DenoiserGraph(net, None, None, None, None, fp16=opts.fp16).eval()
+    return export_graph(graph, inputs, path, opts, {"network": type(network).__name__},
+                        make, what=type(network).__name__,
+                        reference=DenoiserGraph(network, None, None).eval() if opts.fp16 else None)
+
+
+def export_graph(graph: DenoiserGraph, inputs, path: Path, opts: ExportOptions, meta: dict, make,
+                 what: str, reference=None) -> ExportReport:
+    """Export ``graph`` on ``inputs``, write metadata, verify on a second shape (``make(batch, seed)``)."""
     names = input_names(inputs)
     axes = probe_dynamic_axes(graph, inputs) if opts.dynamic == "auto" else {}
     start = time.perf_counter()
-    export_module(graph, inputs, names, graph.output_names, path, opts.opset, axes,
-                  what=f"the denoiser of {type(pipe.network).__name__}")
+    export_module(graph, inputs, names, graph.output_names, path, opts.opset, axes, what=what)
     export_s = time.perf_counter() - start
-    cfg = pipe.config
     metadata.write(path, {
-        "mode": "denoiser", "versions": metadata.versions(), "opset": opts.opset, "pipeline": cfg,
-        "inputs": names, "outputs": graph.output_names, "output_kind": graph.kind,
-        "conditioner_in_graph": pipe.conditioner is not None,
-        "guidance_folded": None if graph.guidance is None else {
-            "scale": graph.guidance.scale, "guidance": cfg.get("guidance")},
-        "fp16": opts.fp16, "weights_sha256": metadata.weights_hash(pipe),
-    })
+        "mode": "denoiser", "versions": metadata.versions(), "opset": opts.opset,
+        "inputs": names, "outputs": graph.output_names, "output_kind": graph.kind, "fp16": opts.fp16, **meta})
     atol, rtol = opts.tolerances()
     start = time.perf_counter()
     model = check_graph(path)
@@ -100,12 +134,7 @@ def export_denoiser(pipe, path, opts: ExportOptions, example: Sequence[Any] | No
     providers: list[str] = []
     if opts.verify:
         assert_batch_symbolic(model, names + graph.output_names)
-        sets = verification_inputs(inputs, axes, opts.batch, 0,
-                                   lambda b, s: pipeline_example(pipe, b, s, example)[:len(inputs)])
-        reference = None
-        if opts.fp16:  # fp16 graphs are compared with the float32 denoiser
-            reference = DenoiserGraph(pipe.network, pipe.parameterization, pipe.process, pipe.conditioner,
-                                      graph.guidance).eval()
+        sets = verification_inputs(inputs, axes, opts.batch, 0, lambda b, s: tuple(make(b, s))[:len(inputs)])
         abs_err, rel_err, shapes, providers = run_verification(path, graph, sets, names, graph.output_names,
                                                                atol, rtol, reference)
     verify_s = time.perf_counter() - start
@@ -115,4 +144,5 @@ def export_denoiser(pipe, path, opts: ExportOptions, example: Sequence[Any] | No
         ir_version=int(model.ir_version), file_size=path.stat().st_size, providers=providers,
         export_seconds=export_s, verify_seconds=verify_s, fp16=opts.fp16, shapes=shapes,
         dynamic_dims=symbolic_dims(model), inputs=names, outputs=graph.output_names,
-        extra={"guidance_scale": None if graph.guidance is None else graph.guidance.scale})
+        extra={"guidance_scale": None if graph.guidance is None else graph.guidance.scale,
+               "dynamic_axes": {int(k): v for k, v in axes.items()}})
