@@ -1,5 +1,5 @@
 """PFGM++ robustness study on closed-form data: does a smaller augmented dimension D degrade
-less than D = inf (EDM) when the denoiser is wrong? (Xu et al. 2023, Sec. 5.3, qualitatively.)
+less than D = inf (EDM) when the denoiser is wrong? (Xu et al. 2023, qualitatively.)
 
 Data: K = 16 weighted points in R^64 (coordinates N(0, 0.5^2)). For every D the *exact*
 denoiser is known in closed form (``diffusekit_pfgmpp.oracle``), so every error below is
@@ -113,6 +113,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer samples and training steps")
     ap.add_argument("--plot", default="", help="write a PNG of the table here")
     ap.add_argument("--json", default="", help="write the raw results here")
+    ap.add_argument("--seeds", type=int, default=1, help="data / sampling seeds for the oracle rows (mean, sd)")
+    ap.add_argument("--no-weak", action="store_true", help="skip the trained weak-MLP rows")
     args = ap.parse_args()
     torch.set_num_threads(1)
     n = 1000 if args.quick else 4000
@@ -126,17 +128,20 @@ def main() -> None:
     settings += [(f"steps {s}", "none", 0.0, s, 0.0) for s in (3,)]
     results: dict[str, dict[str, list[float]]] = {}
     t0 = time.time()
+    datasets = [make_data(s) for s in range(args.seeds)]
     for label, kind, size, steps, a in settings:
-        row = {"tv": [], "dist": []}
-        for D in D_VALUES:
-            x = sample(ErroneousOracle(pts, w, D, kind, size), D, n, steps=steps, state_noise=a)
-            tv, dist = tv_to_weights(x, pts, w)
-            row["tv"].append(tv)
-            row["dist"].append(dist)
+        per_seed = torch.zeros(args.seeds, len(D_VALUES), 2, dtype=torch.float64)
+        for s, (pts_s, w_s) in enumerate(datasets):
+            for j, D in enumerate(D_VALUES):
+                net = ErroneousOracle(pts_s, w_s, D, kind, size, seed=1 + 10 * s)
+                x = sample(net, D, n, steps=steps, state_noise=a, seed=3 + 10 * s)
+                per_seed[s, j] = torch.tensor(tv_to_weights(x, pts_s, w_s), dtype=torch.float64)
+        row = {"tv": per_seed[:, :, 0].mean(0).tolist(), "dist": per_seed[:, :, 1].mean(0).tolist(),
+               "tv_sd": (per_seed[:, :, 0].std(0) if args.seeds > 1 else torch.zeros(len(D_VALUES))).tolist()}
         results[label] = row
         print(f"[{time.time() - t0:6.1f}s] {label}: " + " ".join(f"{v:.3f}" for v in row["tv"]), flush=True)
-    weak = {D: train_weak_mlp(pts, w, D, train_steps) for D in D_VALUES}
-    for a in (0.0, 0.5):
+    weak = {} if args.no_weak else {D: train_weak_mlp(pts, w, D, train_steps) for D in D_VALUES}
+    for a in ((0.0, 0.5) if weak else ()):
         row = {"tv": [], "dist": []}
         for D in D_VALUES:
             x = sample(weak[D], D, n, state_noise=a, precondition=True)
@@ -149,11 +154,15 @@ def main() -> None:
 
     names = ["D=inf" if math.isinf(D) else f"D={int(D)}" for D in D_VALUES]
     print(f"\nTV distance of mode frequencies (N = {N_DIM}, K = {N_POINTS}, n = {n}, Heun 35 NFE unless noted; "
-          "lower is better)\n")
+          f"lower is better; oracle rows: mean{' ± sd' if args.seeds > 1 else ''} over {args.seeds} seed(s))\n")
     print("| error | " + " | ".join(names) + " |")
     print("|---|" + "---:|" * len(names))
     for label, row in results.items():
-        print(f"| {label} | " + " | ".join(f"{v:.3f}" for v in row["tv"]) + " |")
+        if args.seeds > 1 and "tv_sd" in row:
+            cells = [f"{v:.3f} ± {e:.3f}" for v, e in zip(row["tv"], row["tv_sd"])]
+        else:
+            cells = [f"{v:.3f}" for v in row["tv"]]
+        print(f"| {label} | " + " | ".join(cells) + " |")
     print("\nMean distance to the nearest data point / sqrt(N), trained MLPs\n")
     print("| network | " + " | ".join(names) + " |")
     print("|---|" + "---:|" * len(names))

@@ -1,7 +1,7 @@
 """Exact denoiser for discrete data under the PFGM++ kernel (closed form, no training).
 
 Data y ~ sum_k pi_k delta(y_k) in R^N. Since the kernel's normaliser depends only on r, Bayes'
-rule gives (Xu et al. 2023, kernel eq. 4 with r = sigma sqrt(D))
+rule gives (the PFGM++ kernel of Xu et al. 2023 with r = sigma sqrt(D))
 
     D(x, sigma) = E[y | x] = sum_k w_k y_k,
     w_k proportional to pi_k (|x - y_k|^2 + sigma^2 D)^(-(N + D) / 2),

@@ -13,7 +13,7 @@ With sigma = process.sigma(t) and sd = sigma_data the denoiser is
 directly (used for exact oracles and for networks with their own scaling).
 
 Loss (EDM eq. 8 with the process's own perturbation, which for PFGM++ is the heavy-tailed
-kernel; Xu et al. 2023 Alg. 1): E_sigma E_{y, n} lambda(sigma) |D(y + n, sigma) - y|^2 with
+kernel: the perturbation-based objective of Xu et al. 2023): E_sigma E_{y, n} lambda(sigma) |D(y + n, sigma) - y|^2 with
 lambda = (sigma^2 + sd^2) / (sigma sd)^2, sigma from ``process.sample_time`` (log-normal).
 The squared error is averaged over data dimensions (EDM sums; the factor is a constant).
 """

@@ -1,10 +1,10 @@
 """PFGM++ (finite augmented dimension D) and EDM (its D -> inf limit) as sigma-time processes.
 
 Time *is* the noise level: sigma(t) = t, t in [sigma_min, sigma_max] (defaults 0.002 and 80,
-Karras et al. 2022). With the alignment r = sigma sqrt(D) (Xu et al. 2023, Sec. 4) the sampling
-ODE of both processes is the EDM ODE dx/dsigma = (x - D(x, sigma)) / sigma (EDM eq. 3 with
-s(t) = 1, sigma(t) = t), where D(x, sigma) = E[y | x] under the process's own kernel. Only the
-kernel and the prior differ:
+Karras et al. 2022). With the alignment r = sigma sqrt(D) (Xu et al. 2023) the sampling
+ODE of both processes is the EDM probability-flow ODE with s(t) = 1, sigma(t) = t,
+dx/dsigma = (x - D(x, sigma)) / sigma, where D(x, sigma) = E[y | x] under the process's own
+kernel. Only the kernel and the prior differ:
 
 * ``pfgmpp``: x = y + n, n = R u, R = sigma sqrt(D) sqrt(Z/(1-Z)), Z ~ Beta(N/2, D/2) (heavy
   tailed, see :mod:`.kernel`); prior = the same kernel at sigma_max around 0. It is *not*
