@@ -11,7 +11,6 @@ Run: ``python benchmarks/guidance.py`` (1 thread, ~3 minutes on a laptop CPU).
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 
@@ -26,8 +25,10 @@ from diffusekit_guidance.oracles import (ClassConditionalMixture, ClassCondition
 from diffusekit_guidance.smc import SMC
 from diffusekit_guidance.svdd import SVDD
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "guidance"))
-from reference import ReferenceDDIM  # noqa: E402  (test-side DDIM with renoise_eps)
+
+
+def ddim(steps):
+    return dk.create("sampler", "ddim-renoise", steps=steps)
 
 torch.set_num_threads(1)
 N = 1000
@@ -88,7 +89,7 @@ def cfg_table():
                  {"name": "cfg", "scale": 4.0}, {"name": "cfg++", "equivalent_w": 1.0},
                  {"name": "cfg++", "scale": 0.1}, {"name": "cfg++", "scale": 0.2}, {"name": "cfg++", "scale": 0.4},
                  {"name": "cfg++", "scale": 0.8}, {"name": "smc", "target": "cfg", "scale": 2.0}):
-        sampler = {"name": "euler-maruyama", "steps": 200} if spec["name"] == "smc" else ReferenceDDIM(steps=50)
+        sampler = {"name": "euler-maruyama", "steps": 200} if spec["name"] == "smc" else ddim(50)
         pipe = dk.Pipeline(process=proc, network=ClassConditionalOracle(data, proc), parameterization="x0",
                            sampler=sampler, guidance=spec, conditioner={"name": "label", "num_classes": 2},
                            sample_shape=(2,))

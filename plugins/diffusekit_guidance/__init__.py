@@ -1,5 +1,6 @@
 """Guidance and conditioning plugin: label / array conditioners; cfg, cfg++, classifier, dps,
-smc (Feynman-Kac correctors) and svdd guidance. This module holds only hook implementations."""
+smc (Feynman-Kac correctors) and svdd guidance; the ddim-renoise sampler (DDIM reading x0 and
+eps separately, for cfg++). This module holds only hook implementations."""
 
 from diffusekit import hookimpl
 
@@ -7,6 +8,7 @@ from .cfg import CFG, CFGPlusPlus
 from .classifier import ClassifierGuidance
 from .conditioners import ArrayConditioner, LabelConditioner
 from .dps import DPS
+from .samplers import DDIMRenoise
 from .smc import SMC
 from .svdd import SVDD
 
@@ -27,3 +29,8 @@ def register_guidance(register):
     register("dps", DPS)
     register("smc", SMC)
     register("svdd", SVDD)
+
+
+@hookimpl
+def register_samplers(register):
+    register("ddim-renoise", DDIMRenoise)

@@ -12,8 +12,9 @@ x0_lam = x0_u + lam (x0_c - x0_u), lam in [0, 1], but the DDIM step renoises wit
 them separately by the class attribute ``renoise_eps = True`` (DDIM form), and CFG++ refuses
 other samplers in ``check_fit``.
 
-Equivalence [derived]: for a DDIM (eta = 0) step t -> s on x_t = a x0 + c eps, CFG++ with lam is
-exactly CFG with w = lam / (1 - r), r = (c_s / a_s) / (c_t / a_t). Hence ``equivalent_w``
+Equivalence [derived]: for a DDIM step t -> s on x_t = a x0 + c eps that renoises with
+k eps (k = c_s for eta = 0, sqrt(c_s^2 - sigma^2) otherwise), CFG++ with lam is exactly CFG with
+w = lam / (1 - r), r = (k / a_s) / (c_t / a_t) (the sampler's ``renoise_ratio``). Hence ``equivalent_w``
 chooses lam_i = w (1 - r_i) per step so that the trajectory equals CFG at w; with
 ``equivalent_w = 1`` CFG++ samples the conditional distribution (tested against an exact oracle).
 """
@@ -152,10 +153,17 @@ class CFGPlusPlus(_ScaleMixin, Guidance):
                 f"x_s = a_s x0 + c_s eps (class attribute renoise_eps = True, e.g. DDIM); "
                 f"{type(sampler).__name__} does not declare it. Use 'cfg' with this sampler instead")
         if self.config.equivalent_w is not None:
+            ratio = getattr(sampler, "renoise_ratio", None)
             plan = getattr(sampler, "build_plan", None)
-            if plan is None:
-                raise CompatibilityError("cfg++ equivalent_w needs a fixed-step sampler with build_plan()")
-            self._grid = plan(pipe.process).t.to(torch.float64)
+            if ratio is not None:
+                grid, r = ratio(pipe.process)
+            elif plan is not None:  # deterministic DDIM: k = c_s
+                grid = plan(pipe.process).t.to(torch.float64)
+                a, _, c = (v.to(torch.float64) for v in pipe.process.coefficients(grid))
+                r = (c[1:] / a[1:]) / (c[:-1] / a[:-1])
+            else:
+                raise CompatibilityError("cfg++ equivalent_w needs a fixed-step sampler (build_plan / renoise_ratio)")
+            self._grid, self._r = grid.to(torch.float64), torch.cat([r.to(torch.float64), r.new_zeros(1)])
 
     def lam(self, t: torch.Tensor, process) -> torch.Tensor:
         """Per-sample lambda: the constant scale, or w (1 - r) at this step of the grid."""
@@ -166,11 +174,6 @@ class CFGPlusPlus(_ScaleMixin, Guidance):
             raise ConfigError("cfg++ with equivalent_w must be attached to a Pipeline (check_fit reads the "
                               "sampler's time grid)", loc="guidance.equivalent_w")
         grid = self._grid.to(t.device)
-        t64 = t.to(torch.float64)
-        i = (grid[None] - t64[:, None]).abs().argmin(1)
-        s = grid[(i + 1).clamp_max(grid.shape[0] - 1)]
-        a_t, _, c_t = process.coefficients(t64)
-        a_s, _, c_s = process.coefficients(s)
-        r = (c_s / a_s) / (c_t / a_t)
-        lam = w * (1 - r)
+        i = (grid[None] - t.to(torch.float64)[:, None]).abs().argmin(1)  # step index, no host sync
+        lam = w * (1 - self._r.to(t.device)[i])
         return lam.clamp(0.0, 1.0).to(t.dtype)

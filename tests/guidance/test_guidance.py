@@ -19,7 +19,7 @@ from diffusekit_guidance.resampling import systematic_resample
 from diffusekit_guidance.smc import SMC
 from diffusekit_guidance.svdd import SVDD
 
-from .reference import ReferenceDDIM, conditional_pipeline, two_class_mixture, vp
+from .reference import conditional_pipeline, ddim, two_class_mixture, vp
 
 N = 1000
 
@@ -103,7 +103,7 @@ def test_conditioner_dropout_enters_the_training_loss():
 # ----------------------------------------------------------------------------- CFG / CFG++
 def test_cfg_w1_reproduces_the_conditional_distribution(data, cond_ref):
     labels, ref, floor = cond_ref
-    pipe = conditional_pipeline(data, ReferenceDDIM(steps=50), {"name": "cfg", "scale": 1.0})
+    pipe = conditional_pipeline(data, ddim(50), {"name": "cfg", "scale": 1.0})
     x = pipe.sample(N, cond=labels, generator=_gen(0))
     assert pipe.last_nfe == 50  # one batched call (2B rows) per step
     assert abs(mmd(x, ref)) < 4 * floor + 2e-3
@@ -113,7 +113,7 @@ def test_cfg_scale_raises_class_purity(data, cond_ref):
     labels, ref, _ = cond_ref
     purity = {}
     for w in (0.0, 1.0, 4.0):
-        pipe = conditional_pipeline(data, ReferenceDDIM(steps=30), {"name": "cfg", "scale": w})
+        pipe = conditional_pipeline(data, ddim(30), {"name": "cfg", "scale": w})
         purity[w] = data.purity(pipe.sample(N, cond=labels, generator=_gen(0)), labels)
     true = data.purity(ref, labels)
     assert abs(purity[0.0] - 0.5) < 0.06  # w = 0: the unconditional model (balanced classes)
@@ -125,14 +125,14 @@ def test_cfg_batched_equals_two_calls_and_counts_nfe(data):
     labels = torch.tensor([0, 1, 1, 0])
     out = {}
     for batched in (True, False):
-        pipe = conditional_pipeline(data, ReferenceDDIM(steps=10), {"name": "cfg", "scale": 2.5, "batched": batched})
+        pipe = conditional_pipeline(data, ddim(10), {"name": "cfg", "scale": 2.5, "batched": batched})
         out[batched] = pipe.sample(4, cond=labels, generator=_gen(3))
         assert pipe.last_nfe == (10 if batched else 20)
     torch.testing.assert_close(out[True], out[False], rtol=1e-5, atol=1e-6)
 
 
 def test_cfg_scale_attribute_is_live_and_saved(data):
-    pipe = conditional_pipeline(data, ReferenceDDIM(steps=5), {"name": "cfg", "scale": 2.0})
+    pipe = conditional_pipeline(data, ddim(5), {"name": "cfg", "scale": 2.0})
     g = pipe.guidance[0]
     assert pipe.denoiser().scale == 2.0
     g.scale = 5.0
@@ -145,7 +145,7 @@ def test_cfg_needs_a_conditioner():
     gm = GaussianMixture.ring(4)
     with pytest.raises(CompatibilityError, match="conditioner"):
         dk.Pipeline(process="vp", network=MixtureOracle(gm, vp()), parameterization="x0",
-                    sampler=ReferenceDDIM(steps=5), guidance="cfg", sample_shape=(2,))
+                    sampler=ddim(5), guidance="cfg", sample_shape=(2,))
 
 
 def test_cfgpp_step_equals_cfg_with_w_lambda_over_one_minus_r(data):
@@ -169,18 +169,32 @@ def test_cfgpp_step_equals_cfg_with_w_lambda_over_one_minus_r(data):
 
 def test_cfgpp_at_equivalent_w1_reproduces_the_conditional(data, cond_ref):
     labels, ref, floor = cond_ref
-    pipe = conditional_pipeline(data, ReferenceDDIM(steps=50), {"name": "cfg++", "equivalent_w": 1.0})
+    pipe = conditional_pipeline(data, ddim(50), {"name": "cfg++", "equivalent_w": 1.0})
     x = pipe.sample(N, cond=labels, generator=_gen(0))
     assert abs(mmd(x, ref)) < 4 * floor + 2e-3
-    cfg = conditional_pipeline(data, ReferenceDDIM(steps=50), {"name": "cfg", "scale": 1.0})
+    cfg = conditional_pipeline(data, ddim(50), {"name": "cfg", "scale": 1.0})
     torch.testing.assert_close(x, cfg.sample(N, cond=labels, generator=_gen(0)), rtol=1e-4, atol=1e-4)
-    strong = conditional_pipeline(data, ReferenceDDIM(steps=50), {"name": "cfg++", "scale": 0.4})
+    strong = conditional_pipeline(data, ddim(50), {"name": "cfg++", "scale": 0.4})
     assert data.purity(strong.sample(N, cond=labels, generator=_gen(0)), labels) > data.purity(ref, labels) + 0.06
 
 
-def test_cfgpp_refuses_samplers_that_do_not_renoise_with_eps(data):
+def test_cfgpp_with_stochastic_ddim_at_equivalent_w1_matches_the_conditional(data, cond_ref):
+    """eta > 0: renoise with k = sqrt(c_s^2 - sigma^2); lambda_i = 1 - r_i still gives CFG at w = 1."""
+    labels, ref, floor = cond_ref
+    pipe = conditional_pipeline(data, ddim(50, eta=1.0), {"name": "cfg++", "equivalent_w": 1.0})
+    assert pipe.sampler.stochastic
+    x = pipe.sample(N, cond=labels, generator=_gen(0))
+    assert abs(mmd(x, ref)) < 4 * floor + 2e-3
+    cfg = conditional_pipeline(data, ddim(50, eta=1.0), {"name": "cfg", "scale": 1.0})
+    torch.testing.assert_close(x, cfg.sample(N, cond=labels, generator=_gen(0)), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("sampler", [{"name": "euler-maruyama", "steps": 10}, {"name": "ddim", "steps": 10}])
+def test_cfgpp_refuses_samplers_that_do_not_renoise_with_eps(data, sampler):
+    if sampler["name"] not in dk.components("sampler"):
+        pytest.skip(f"{sampler['name']} is not installed")
     with pytest.raises(CompatibilityError, match="renoise_eps"):
-        conditional_pipeline(data, {"name": "euler-maruyama", "steps": 10}, "cfg++")
+        conditional_pipeline(data, sampler, "cfg++")
 
 
 # ----------------------------------------------------------------------------- classifier guidance
@@ -190,7 +204,7 @@ def test_classifier_guidance_with_exact_classifier_is_the_conditional(data, cond
     g = ClassifierGuidance(classifier=ExactClassifier(data, proc), scale=1.0)
     assert g.needs_grad
     pipe = dk.Pipeline(process=proc, network=ClassConditionalOracle(data, proc), parameterization="x0",
-                       sampler=ReferenceDDIM(steps=50), guidance=g, sample_shape=(2,))
+                       sampler=ddim(50), guidance=g, sample_shape=(2,))
     x = pipe.sample(N, cond=labels, generator=_gen(0))
     assert abs(mmd(x, ref)) < 4 * floor + 2e-3
     assert not x.requires_grad
@@ -336,7 +350,7 @@ def test_svdd_refuses_deterministic_samplers():
     gm = GaussianMixture.ring(4)
     with pytest.raises(CompatibilityError, match="stochastic"):
         dk.Pipeline(process="vp", network=MixtureOracle(gm, vp()), parameterization="x0",
-                    sampler=ReferenceDDIM(steps=5), guidance=SVDD(reward=lambda x: x[:, 0]), sample_shape=(2,))
+                    sampler=ddim(5), guidance=SVDD(reward=lambda x: x[:, 0]), sample_shape=(2,))
 
 
 def test_svdd_on_a_masked_discrete_process():
