@@ -43,6 +43,8 @@ class MLPConfig(ComponentConfig):
     log_time: bool = Field(False, description="embed log(t)/4 (for sigma-valued time, e.g. VE / EDM)")
     num_classes: int = Field(0, ge=0, description="class-conditional if > 0 (label num_classes = null)")
     cond_dim: int = Field(0, ge=0, description="width of a vector condition concatenated to the input")
+    input_features: int = Field(0, ge=0, description="sinusoidal features per input coordinate (0: raw input only)")
+    input_scale: float = Field(25.0, gt=0, description="coordinates are multiplied by this before the features")
 
 
 class _Block(nn.Module):
@@ -65,13 +67,17 @@ class MLP(nn.Module):
 
     def __init__(self, dim: int = 2, hidden: int = 256, depth: int = 3, time_dim: int = 64,
                  time_scale: float = 1000.0, log_time: bool = False, num_classes: int = 0,
-                 cond_dim: int = 0):
+                 cond_dim: int = 0, input_features: int = 0, input_scale: float = 25.0):
         super().__init__()
         self.dim, self.num_classes, self.cond_dim = dim, num_classes, cond_dim
         self.sample_shape = (dim,)
         self.time = nn.Sequential(FourierTime(time_dim, time_scale, log_time), nn.Linear(time_dim, hidden), nn.SiLU(),
                                   nn.Linear(hidden, hidden))
-        self.inp = nn.Linear(dim + cond_dim, hidden)
+        # Sinusoidal features of each coordinate (as for t) overcome the MLP's spectral bias on
+        # low-dimensional data with sharp modes (tiny-diffusion style input embedding).
+        self.features = FourierTime(input_features, input_scale) if input_features else None
+        n_feat = dim * 2 * (input_features // 2) if input_features else 0
+        self.inp = nn.Linear(dim + cond_dim + n_feat, hidden)
         self.label = nn.Embedding(num_classes + 1, hidden) if num_classes else None
         self.blocks = nn.ModuleList(_Block(hidden) for _ in range(depth))
         self.out = nn.Sequential(nn.SiLU(), nn.Linear(hidden, dim))
@@ -82,6 +88,9 @@ class MLP(nn.Module):
             if cond is None:
                 cond = torch.zeros(x.shape[0], self.cond_dim, device=x.device, dtype=x.dtype)
             inp = torch.cat([x, cond.to(x.dtype)], dim=-1)
+        if self.features is not None:
+            feats = self.features(x.reshape(-1)).reshape(x.shape[0], -1).to(x.dtype)
+            inp = torch.cat([inp, feats], dim=-1)
         emb = self.time(t)
         if self.label is not None:
             labels = cond if cond is not None else torch.full((x.shape[0],), self.num_classes, device=x.device)
