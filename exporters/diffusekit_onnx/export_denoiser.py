@@ -125,7 +125,8 @@ def export_graph(graph: DenoiserGraph, inputs, path: Path, opts: ExportOptions, 
     export_s = time.perf_counter() - start
     metadata.write(path, {
         "mode": "denoiser", "versions": metadata.versions(), "opset": opts.opset,
-        "inputs": names, "outputs": graph.output_names, "output_kind": graph.kind, "fp16": opts.fp16, **meta})
+        "inputs": names, "outputs": graph.output_names, "output_kind": graph.kind, "fp16": opts.fp16,
+        "example_shapes": {n: list(v.shape) for n, v in zip(names, inputs)}, **meta})
     atol, rtol = opts.tolerances()
     start = time.perf_counter()
     model = check_graph(path)

@@ -109,6 +109,7 @@ def export_sampler(pipe, path, opts: ExportOptions, example: Sequence[Any] | Non
         "mode": "sampler", "versions": metadata.versions(), "opset": opts.opset, "pipeline": pipe.config,
         "inputs": names, "outputs": ["sample"], "method": method, "loop": loop, "steps": module.steps,
         "fp16": opts.fp16, "weights_sha256": metadata.weights_hash(pipe),
+        "example_shapes": {n: list(v.shape) for n, v in zip(names, inputs)},
     })
     atol, rtol = opts.tolerances()
     start = time.perf_counter()

@@ -1,0 +1,61 @@
+"""Running a TensorRT engine on torch CUDA tensors (``execute_async_v3`` on the current
+stream; outputs allocated by torch). Needs a GPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .builder import availability
+
+
+class TensorRTModule(torch.nn.Module):  # pragma: no cover - needs a GPU
+    """``module(*inputs) -> [outputs]`` for a serialised engine; inputs are moved to CUDA."""
+
+    def __init__(self, engine_path, sample_shape=None):
+        super().__init__()
+        ok, reason = availability()
+        if not ok:
+            from diffusekit.errors import CompatibilityError
+
+            raise CompatibilityError(reason)
+        import tensorrt as trt
+
+        self._trt = trt
+        self.path = Path(engine_path)
+        self.logger = trt.Logger(trt.Logger.WARNING)
+        self.engine = trt.Runtime(self.logger).deserialize_cuda_engine(self.path.read_bytes())
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self.outputs = [n for n in names if n not in self.inputs]
+        self.sample_shape = tuple(sample_shape) if sample_shape is not None else None
+        self.providers = ["TensorRT"]
+
+    def _dtype(self, name: str) -> torch.dtype:
+        import numpy as np
+
+        return torch.from_numpy(np.zeros(0, dtype=self._trt.nptype(self.engine.get_tensor_dtype(name)))).dtype
+
+    def run(self, *args: Any) -> list[torch.Tensor]:
+        keep = []
+        for name, v in zip(self.inputs, args):
+            v = torch.as_tensor(v).to("cuda", self._dtype(name)).contiguous()
+            keep.append(v)
+            self.context.set_input_shape(name, tuple(v.shape))
+            self.context.set_tensor_address(name, v.data_ptr())
+        outs = []
+        for name in self.outputs:
+            o = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=self._dtype(name), device="cuda")
+            self.context.set_tensor_address(name, o.data_ptr())
+            outs.append(o)
+        stream = torch.cuda.current_stream()
+        if not self.context.execute_async_v3(stream.cuda_stream):
+            raise RuntimeError(f"TensorRT execution of {self.path.name} failed")
+        return outs
+
+    def forward(self, x, t, cond=None):
+        args = [x, t.float()] + ([cond] if len(self.inputs) > 2 else [])
+        return self.run(*args)[0].to(device=x.device, dtype=x.dtype)
