@@ -1,6 +1,6 @@
 """Class-conditional 8x8 digits with classifier-free guidance (CPU, about a minute).
 
-    python examples/digits_cfg.py --steps 3000 --out runs/digits_cfg
+    python examples/digits_cfg.py --steps 2000 --out runs/digits_cfg
 
 Trains a label-conditioned model on scikit-learn's digits with the ``label`` conditioner
 (null label 10, CFG dropout 0.1; Ho & Salimans 2022), then samples 10 images per class at
@@ -44,7 +44,7 @@ def as_images(x: torch.Tensor) -> torch.Tensor:
 def build(network: str):
     import diffusekit as dk
 
-    net = ({"name": "mlp", "dim": 64, "hidden": 384, "depth": 4, "num_classes": 10} if network == "mlp" else
+    net = ({"name": "mlp", "dim": 64, "hidden": 256, "depth": 3, "num_classes": 10} if network == "mlp" else
            {"name": "unet", "base": 16, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [],
             "num_classes": 10, "dropout": 0.0})
     return dk.Pipeline.from_config({
@@ -64,7 +64,7 @@ def train(out: Path, steps: int, network: str, seed: int = 0):
     pipe = build(network)
     t0 = time.perf_counter()
     res = dk.train(pipe, (flat(x, network), y), steps=steps, batch_size=256, lr=2e-3, ema=0.999, seed=seed,
-                   warmup=100)
+                   warmup=100, log_every=250)
     print(f"trained {steps} steps in {time.perf_counter() - t0:.0f} s, final loss {res.final_loss:.4f}")
     pipe.save(out)
     return pipe
@@ -127,7 +127,7 @@ def evaluate(pipe, out: Path, scales, per_class: int = 20) -> list[dict]:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--out", default="runs/digits_cfg")
     ap.add_argument("--network", choices=["mlp", "unet"], default="mlp")
     ap.add_argument("--scales", type=float, nargs="+", default=[0.0, 1.0, 2.0, 4.0])

@@ -64,7 +64,7 @@ def main():
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--dps-scale", type=float, default=1.0, help="DPS step zeta' (normalized weighting)")
-    ap.add_argument("--train-steps", type=int, default=3000, help="used only if --run does not exist")
+    ap.add_argument("--train-steps", type=int, default=2000, help="used only if --run does not exist")
     args = ap.parse_args()
     import diffusekit as dk
 

@@ -86,7 +86,9 @@ class CFGDenoiser(DenoiserWrapper):
         if "logits" in c.kinds:
             lu = torch.log_softmax(u.logits, -1)
             lc = torch.log_softmax(c.logits, -1)
-            return Prediction(c.process, x_t, t, cond, logits=lu + w * (lc - lu))
+            finite = torch.isfinite(lu) & torch.isfinite(lc)  # -inf entries (SUBS) stay -inf, never NaN
+            mixed = torch.where(finite, lu + w * (lc - lu), torch.minimum(lu, lc))
+            return Prediction(c.process, x_t, t, cond, logits=torch.log_softmax(mixed, -1))
         return Prediction(c.process, x_t, t, cond, eps=u.eps + w * (c.eps - u.eps))
 
 

@@ -377,3 +377,37 @@ def test_svdd_on_a_masked_discrete_process():
                   .mul(joint).sum())
     assert abs(out[1] - exact) < 0.12
     assert out[6] > out[1] + 0.5
+
+
+class _LabelTokens(torch.nn.Module):
+    """Time-agnostic logits: label y in {0, 1} gives p(token y) = 0.6 at every position, the null
+    label (2) the uniform distribution over 3 tokens."""
+
+    time_conditioned = False
+
+    def forward(self, x_t, t, cond=None):
+        probs = torch.tensor([[0.6, 0.2, 0.2], [0.2, 0.6, 0.2], [1 / 3, 1 / 3, 1 / 3]], dtype=torch.float64)
+        lab = cond if cond is not None else torch.full((x_t.shape[0],), 2)
+        return probs[lab.long()].log().float()[:, None, :].expand(-1, x_t.shape[1], -1)
+
+
+def test_cfg_on_logits_of_a_masked_process_matches_the_tilted_closed_form():
+    """Positions are independent, so CFG's p_u^(1-w) p_c^w is exact: p(y) = 0.6^w 3^(w-1) / Z."""
+    pytest.importorskip("diffusekit_masked")
+    labels = torch.tensor([0, 1] * 300)
+    for w, expect in ((1.0, 0.6), (2.0, 0.36 / 0.44)):
+        pipe = dk.Pipeline(process={"name": "masked", "vocab_size": 3}, network=_LabelTokens(),
+                           sampler={"name": "ancestral", "steps": 8, "cache": False},
+                           conditioner={"name": "label", "num_classes": 2}, guidance={"name": "cfg", "scale": w},
+                           sample_shape=(4,))
+        x = pipe.sample(len(labels), cond=labels, generator=_gen(0))
+        frac = (x == labels[:, None]).double().mean().item()
+        assert abs(frac - expect) < 0.035, (w, frac, expect)
+
+
+def test_gaussian_guidance_refuses_discrete_processes():
+    pytest.importorskip("diffusekit_masked")
+    with pytest.raises(CompatibilityError, match="AffineGaussian"):
+        dk.Pipeline(process={"name": "masked", "vocab_size": 3}, network=_LabelTokens(),
+                    sampler={"name": "ancestral", "steps": 4}, guidance=DPS(operator=lambda x: x, measurement=0.0),
+                    sample_shape=(4,))
