@@ -10,8 +10,9 @@ from pydantic import Field
 
 import diffusekit as dk
 from diffusekit import cli
-from diffusekit.config import Component, ComponentConfig, split_spec
+from diffusekit.config import ComponentConfig, split_spec
 from diffusekit.errors import ConfigError, UnknownComponentError
+from diffusekit.sampler import Sampler
 
 MLP = {"name": "mlp", "dim": 2, "hidden": 16, "depth": 1}
 
@@ -33,9 +34,12 @@ def test_two_pass_parsing_accepts_name_string_and_dict():
 def test_plugin_names_need_no_closed_union(isolated_registry):
     """A name registered at run time is valid immediately (no discriminated union to extend)."""
 
-    class Mine(Component):
+    class Mine(Sampler):
         class Config(ComponentConfig):
             k: int = Field(3, ge=1)
+
+        def sample(self, denoiser, process, x, cond=None, generator=None, callback=None):
+            return x
 
     isolated_registry.registry.register("sampler", "mine", Mine)
     assert dk.create("sampler", {"name": "mine", "k": 5}).config.k == 5
