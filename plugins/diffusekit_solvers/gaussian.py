@@ -128,7 +128,7 @@ def data_prediction(pred, x: torch.Tensor, y: Optional[torch.Tensor], p: Point) 
         return pred.get("x0")
     if "eps" in kinds:
         z = x if y is None else x - p.b * y
-        return (z - p.c * pred.get("eps")) / p.a
+        return torch.sub(z, pred.get("eps"), alpha=p.c).mul_(1.0 / p.a)
     return pred.x0
 
 
@@ -139,5 +139,5 @@ def noise_prediction(pred, x: torch.Tensor, y: Optional[torch.Tensor], p: Point)
         return pred.get("eps")
     if "x0" in kinds:
         z = x if y is None else x - p.b * y
-        return (z - p.a * pred.get("x0")) / p.c
+        return torch.sub(z, pred.get("x0"), alpha=p.a).mul_(1.0 / p.c)
     return pred.eps
