@@ -19,9 +19,11 @@ def cmd_plugins(args) -> int:
     if args.json:
         _print_json(infos)
         return 0
+    wn = max([len(p["name"]) for p in infos] + [6])
+    wd = max([len(p["distribution"] or "-") for p in infos] + [12])
     for p in infos:
         status = p["status"] + (f": {p['error']}" if p["error"] else "")
-        print(f"{p['name']:<16} {p['distribution'] or '-':<24} {p['version'] or '-':<10} {status}")
+        print(f"{p['name']:<{wn}}  {p['distribution'] or '-':<{wd}}  {p['version'] or '-':<8}  {status}")
         for kind, names in p["components"].items():
             print(f"    {kind:<17} {', '.join(names)}")
     return 0
