@@ -50,7 +50,7 @@ def test_student_t_equivalence(N, D, sigma):
     f = (n.pow(2).sum(1) / (N * sigma ** 2)).numpy()
     assert stats.kstest(f, stats.f(N, D).cdf).pvalue > 1e-3
     # the wrong alignment r = sigma (no sqrt(D)) would be rejected outright
-    f_wrong = f * D
+    f_wrong = f / D  # what r = sigma instead of sigma sqrt(D) would produce
     assert stats.kstest(f_wrong, stats.f(N, D).cdf).pvalue < 1e-6
 
 
