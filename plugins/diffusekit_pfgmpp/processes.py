@@ -98,6 +98,7 @@ class _SigmaTime(ForwardProcess, SigmaParameterized):
         """A float64 draw of the perturbation x - y at noise level ``sigma`` (scalar or (B,))."""
 
     def perturb(self, x0: torch.Tensor, t: torch.Tensor, cond: Any = None, generator=None) -> Perturbed:
+        """x_t = x0 + n with n drawn from the kernel at sigma = t; ``noise`` is n / sigma."""
         n = self.noise(tuple(x0.shape), t, generator, x0.device).to(x0.dtype)
         return Perturbed(x_t=x0 + n, t=t, noise=n / bcast(t, x0), x0=x0)
 
