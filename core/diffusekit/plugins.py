@@ -122,6 +122,7 @@ class PluginManager:
         self.infos: dict[str, PluginInfo] = {}
         self._entry_points = entry_points
         self._loaded = False
+        self._strict_error: PluginError | None = None
         self._lock = threading.RLock()
 
     # -- discovery ----------------------------------------------------------------------
@@ -139,39 +140,49 @@ class PluginManager:
 
     def ensure_loaded(self) -> None:
         if self._loaded:
+            if self._strict_error is not None:  # strict mode: an incomplete registry stays fatal
+                raise self._strict_error
             return
         with self._lock:
             if self._loaded:
                 return
             self._loaded = True
-            only = _env_list("DIFFUSEKIT_LOAD_PLUGINS")
-            disabled = _env_list("DIFFUSEKIT_DISABLE_PLUGINS") or set()
-            for ep in self._discover():
-                dist = getattr(ep, "dist", None)
-                dist_name = dist.name if dist else None
-                names = {normalize(n) for n in (ep.name, dist_name) if n}
-                info = PluginInfo(
-                    name=ep.name,
-                    distribution=dist_name,
-                    version=dist.version if dist else None,
-                    module=ep.value,
+            try:
+                self._load_all()
+            except PluginError as exc:
+                self._strict_error = exc
+                raise
+
+    def _load_all(self) -> None:
+        """Discover and load every entry point (built-ins first), honouring the env vars."""
+        only = _env_list("DIFFUSEKIT_LOAD_PLUGINS")
+        disabled = _env_list("DIFFUSEKIT_DISABLE_PLUGINS") or set()
+        for ep in self._discover():
+            dist = getattr(ep, "dist", None)
+            dist_name = dist.name if dist else None
+            names = {normalize(n) for n in (ep.name, dist_name) if n}
+            info = PluginInfo(
+                name=ep.name,
+                distribution=dist_name,
+                version=dist.version if dist else None,
+                module=ep.value,
+            )
+            if ep.name in self.infos:
+                info.status, info.error = "skipped", (
+                    f"entry point name {ep.name!r} is already used by distribution "
+                    f"{self.infos[ep.name].distribution!r}"
                 )
-                if ep.name in self.infos:
-                    info.status, info.error = "skipped", (
-                        f"entry point name {ep.name!r} is already used by distribution "
-                        f"{self.infos[ep.name].distribution!r}"
-                    )
-                    self.infos[f"{ep.name}@{dist_name}"] = info
-                    self._fail(info)
-                    continue
-                self.infos[ep.name] = info
-                if only is not None and not (names & only):
-                    info.status = "disabled"
-                    continue
-                if names & disabled:
-                    info.status = "disabled"
-                    continue
-                self._load_entry_point(ep, info)
+                self.infos[f"{ep.name}@{dist_name}"] = info
+                self._fail(info)
+                continue
+            self.infos[ep.name] = info
+            if only is not None and not (names & only):
+                info.status = "disabled"
+                continue
+            if names & disabled:
+                info.status = "disabled"
+                continue
+            self._load_entry_point(ep, info)
 
     def _fail(self, info: PluginInfo) -> None:
         if _strict():

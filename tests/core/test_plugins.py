@@ -88,8 +88,11 @@ def test_strict_mode_raises(plugin_dir, monkeypatch):
     bad = _pkg()
     make_dist(plugin_dir, "dk-broken", bad, BROKEN_PLUGIN)
     monkeypatch.setenv("DIFFUSEKIT_STRICT_PLUGINS", "1")
+    manager = _manager(plugin_dir)
     with pytest.raises(PluginError, match=f"plugin {bad!r} failed: Error importing"):
-        _manager(plugin_dir).plugin_infos()
+        manager.plugin_infos()
+    with pytest.raises(PluginError):  # the incomplete registry stays unusable
+        manager.ensure_loaded()
 
 
 def test_duplicate_component_names_name_both_providers(plugin_dir):
