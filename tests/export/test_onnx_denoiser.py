@@ -77,8 +77,12 @@ def test_x0_output_is_parameterization_conversion(exported):
 
 
 @pytest.mark.parametrize("sampler", [{"name": "ode", "method": "heun", "steps": 8},
-                                     {"name": "euler-maruyama", "steps": 20}])
+                                     {"name": "euler-maruyama", "steps": 20},
+                                     {"name": "ddim", "steps": 10},
+                                     {"name": "dpm-solver++", "steps": 10}])
 def test_onnxruntime_backend_sampling_equals_torch(exported, sampler):
+    if ("sampler", sampler["name"]) not in dk.registry():
+        pytest.skip(f"sampler {sampler['name']} not registered")
     pipe, d, _ = exported
     ort = dk.Pipeline.load(d, backend="onnxruntime")
     assert ort.network.providers == ["CPUExecutionProvider"]
@@ -198,3 +202,15 @@ def test_fp16_export_has_its_own_tolerances(exported, tmp_path):
     model = onnx.load(str(tmp_path / "m16.onnx"))
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # IO stays fp32
+
+
+def test_cli_export_prints_the_report(exported, tmp_path, capsys):
+    import json
+
+    from diffusekit.cli import main
+
+    _, d, _ = exported
+    rc = main(["export", str(d), "--format", "onnx", "--out", str(tmp_path / "cli.onnx")])
+    assert rc in (0, None)
+    out = json.loads(capsys.readouterr().out)
+    assert out["mode"] == "denoiser" and out["max_abs_err"] <= 1e-4 and out["path"].endswith("cli.onnx")
