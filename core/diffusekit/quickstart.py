@@ -40,15 +40,20 @@ def run(out: str = "runs/quickstart", dataset: str = "gmm", steps: int = 3000, n
     out_dir = Path(out)
     data = dk.create("dataset", dataset, n=50_000, split="train", seed=seed)
     test = dk.create("dataset", dataset, n=n, split="test", seed=seed)
+    # v-prediction and sinusoidal input features: without the features the MLP's spectral bias
+    # smears the 8 modes into a ring within this budget (MMD^2 0.06 vs 0.003 at 1500 steps).
     pipe = dk.Pipeline.from_config({
         "process": {"name": "vp"},
-        "parameterization": "eps",
-        "network": {"name": "mlp", "dim": 2, "hidden": 128, "depth": 3},
+        "parameterization": "v",
+        "network": {"name": "mlp", "dim": 2, "hidden": 128, "depth": 3, "input_features": 32,
+                    "input_scale": 10.0},
     })
-    print(f"[quickstart] training VP + eps-MLP on '{dataset}' for {steps} steps ...", flush=True)
+    print(f"[quickstart] training VP + v-MLP on '{dataset}' for {steps} steps ...", flush=True)
+    cpu0 = time.process_time()
     res = dk.train(pipe, data, steps=steps, batch_size=512, lr=3e-3, warmup=100, ema=0.995,
                    seed=seed, progress=True)
-    print(f"[quickstart] trained in {res.seconds:.1f} s, final loss {res.final_loss:.4f}")
+    cpu = time.process_time() - cpu0
+    print(f"[quickstart] trained in {res.seconds:.1f} s ({cpu:.1f} s CPU), final loss {res.final_loss:.4f}")
     pipe.save(out_dir)
     t0 = time.perf_counter()
     x = pipe.sample(n, generator=torch.Generator().manual_seed(seed + 1))
@@ -62,7 +67,7 @@ def run(out: str = "runs/quickstart", dataset: str = "gmm", steps: int = 3000, n
     plot_samples(test, x, png, f"VP / {sampler_name} / {pipe.last_nfe} NFE / MMD {score:.4f}")
     print(f"[quickstart] wrote {png} and the pipeline to {out_dir}/")
     result = {"mmd": score, "mmd_floor": floor, "nfe": pipe.last_nfe, "train_seconds": res.seconds,
-              "out": str(out_dir)}
+              "train_cpu_seconds": cpu, "sampler": sampler_name, "out": str(out_dir)}
     if onnx:
         reg = dk.registry()
         if ("exporter", "onnx") not in reg:

@@ -64,3 +64,11 @@ def step_coefficients(process: ForwardProcess, t: torch.Tensor, how: Discretizat
         raise ValueError(how)
     out["r"], out["G2"] = r, g2
     return out
+
+
+def require_no_endpoint(sampler, process, x, cond) -> None:
+    """The reverse-SDE rules assume b(t) = 0 (x_t = a x0 + c eps); refuse conditioned endpoints."""
+    if isinstance(process, AffineGaussian) and process.endpoint(cond, x) is not None:
+        raise CompatibilityError(
+            f"{type(sampler).__name__} assumes x_t = a(t) x0 + c(t) eps (b = 0), but {type(process).__name__} "
+            "has a condition endpoint y; use the sampler of that process's plugin (e.g. sgmse-pc) or 'ode'")

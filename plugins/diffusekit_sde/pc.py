@@ -27,7 +27,7 @@ from diffusekit.process import SDE, AffineGaussian, bcast
 from diffusekit.random import randn_like
 from diffusekit.sampler import Plan, StepSampler
 
-from .discretization import step_coefficients, time_grid
+from .discretization import require_no_endpoint, step_coefficients, time_grid
 from .predictors import PREDICTORS, Predictor
 from .samplers import AncestralConfig
 
@@ -81,6 +81,10 @@ class PredictorCorrector(StepSampler):
         if rule is None:
             rule = self.__dict__["_rule_obj"] = PREDICTORS[c.predictor](c.discretization, c.variance)
         return rule
+
+    def sample(self, denoiser, process, x, cond=None, generator=None, callback=None):
+        require_no_endpoint(self, process, x, cond)
+        return super().sample(denoiser, process, x, cond, generator, callback)
 
     def build_plan(self, process) -> Plan:
         t = time_grid(process, self.config.steps, self.config.schedule)

@@ -16,7 +16,7 @@ from pydantic import Field
 from diffusekit.process import SDE, AffineGaussian
 from diffusekit.sampler import Plan, SamplerConfig, StepSampler
 
-from .discretization import Discretization, time_grid
+from .discretization import Discretization, require_no_endpoint, time_grid
 from .ode import ODEConfig, ProbabilityFlowODE, pf_ode_velocity
 from .predictors import PREDICTORS, AncestralVariance, Predictor
 
@@ -45,6 +45,10 @@ class _PredictorSampler(StepSampler):
     def predictor(self) -> Predictor:
         return PREDICTORS[self.predictor_name](getattr(self.config, "discretization", "transition"),
                                                getattr(self.config, "variance", "auto"))
+
+    def sample(self, denoiser, process, x, cond=None, generator=None, callback=None):
+        require_no_endpoint(self, process, x, cond)
+        return super().sample(denoiser, process, x, cond, generator, callback)
 
     def build_plan(self, process) -> Plan:
         t = time_grid(process, self.config.steps, self.config.schedule)
