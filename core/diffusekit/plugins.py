@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 import traceback
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -45,6 +46,8 @@ class PluginInfo:
     error: str | None = None
     components: list[tuple[str, str]] = field(default_factory=list)
     traceback: str | None = field(default=None, repr=False)
+    #: wall-clock seconds spent importing and registering the plugin
+    seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -54,6 +57,7 @@ class PluginInfo:
             "module": self.module,
             "status": self.status,
             "error": self.error,
+            "seconds": round(self.seconds, 4),
             "components": {
                 kind: sorted(n for k, n in self.components if k == kind)
                 for kind in sorted({k for k, _ in self.components})
@@ -189,6 +193,13 @@ class PluginManager:
             raise PluginError(f"diffusekit plugin {info.name!r} failed: {info.error}")
 
     def _load_entry_point(self, ep, info: PluginInfo) -> None:
+        start = time.perf_counter()
+        try:
+            self._import_and_register(ep, info)
+        finally:
+            info.seconds = time.perf_counter() - start
+
+    def _import_and_register(self, ep, info: PluginInfo) -> None:
         try:
             module = ep.load()
         except Exception as exc:  # noqa: BLE001 - any import failure is isolated

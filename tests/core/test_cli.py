@@ -38,6 +38,7 @@ def test_plugins_json_lists_every_builtin(capsys):
         assert p["status"] == "loaded", (name, p["error"])
         assert p["version"] == metadata.version("diffusekit") and p["error"] is None
         assert p["components"], name
+        assert p["seconds"] >= 0.0
     assert {"subvp", "ve", "vp"} <= set(infos["sde"]["components"]["process"])
     code, out, _ = _run(capsys, "plugins")
     assert code == 0 and "sde" in out and "loaded" in out
