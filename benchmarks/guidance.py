@@ -62,12 +62,17 @@ def inverse_problem(steps_list=(25, 50, 100, 200, 500), pops=(10, 100, 1000), se
           f"{mmd(prior.sample(N, gen(5)), ref):.4f}\n")
     print("| method | steps = NFE | population | MMD^2 | seconds |")
     print("|---|---|---|---|---|")
-    rows = [("dps", s, None) for s in steps_list] + [("smc", s, p) for s in steps_list for p in pops]
+    rows = ([("dps (score, eq. 16)", s, None) for s in steps_list] + [("dps (step, zeta' 0.2)", s, None) for s in steps_list]
+            + [("smc", s, p) for s in steps_list for p in pops])
     for method, steps, pop in rows:
         vals, secs = [], []
         for seed in seeds:
-            g = (DPS(operator=op, measurement=y, noise=sy) if method == "dps" else
-                 SMC(target="posterior", operator=op, measurement=y, noise=sy, group_size=pop, seed=seed))
+            if method.startswith("dps (score"):
+                g = DPS(operator=op, measurement=y, noise=sy, mode="score")
+            elif method.startswith("dps"):
+                g = DPS(operator=op, measurement=y, scale=0.2)
+            else:
+                g = SMC(target="posterior", operator=op, measurement=y, noise=sy, group_size=pop, seed=seed)
             pipe = dk.Pipeline(process=proc, network=MixtureOracle(prior, proc), parameterization="x0",
                                sampler={"name": "euler-maruyama", "steps": steps}, guidance=g, sample_shape=(2,))
             x, nfe, sec = run(pipe, N, seed)

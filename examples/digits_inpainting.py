@@ -8,8 +8,9 @@ model (null label) with Euler-Maruyama:
 
 * ``inpaint`` (score-SDE plugin; Song et al. 2021, controllable_generation.py): after every
   step the known pixels are replaced by a forward-noised copy of the observation;
-* ``dps`` (this plugin; Chung et al. 2023) with the ``Inpainting`` operator: the likelihood
-  gradient through x0_hat pulls the sample towards the observation.
+* ``dps`` (this plugin; Chung et al. 2023, Algorithm 1, zeta' = 0.2) with the ``Inpainting``
+  operator: after each step the gradient of the residual through x0_hat pulls the sample
+  towards the observation.
 
 Reports RMSE on the hidden and on the observed pixels (consistency), and how often an
 independent classifier (logistic regression on real digits) recognises the true digit in the
@@ -49,7 +50,7 @@ def inpaint(pipe, method: str, truth: torch.Tensor, mask: torch.Tensor, steps: i
         guidance = dk.create("guidance", "inpaint")
         guidance.observe(y, mask)
     else:
-        guidance = DPS(operator=Inpainting(mask), measurement=y, weighting="normalized", scale=scale)
+        guidance = DPS(operator=Inpainting(mask), measurement=y, scale=scale)  # Algorithm 1 step
     guided = dk.Pipeline(process=pipe.process, network=pipe.network, parameterization=pipe.parameterization,
                          conditioner=pipe.conditioner, guidance=guidance,
                          sampler={"name": "euler-maruyama", "steps": steps}, sample_shape=(64,))
@@ -63,7 +64,7 @@ def main():
     ap.add_argument("--run", default="runs/digits_cfg", help="a run saved by examples/digits_cfg.py")
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--steps", type=int, default=200)
-    ap.add_argument("--dps-scale", type=float, default=1.0, help="DPS step zeta' (normalized weighting)")
+    ap.add_argument("--dps-scale", type=float, default=0.2, help="DPS step zeta' (Algorithm 1)")
     ap.add_argument("--train-steps", type=int, default=2000, help="used only if --run does not exist")
     args = ap.parse_args()
     import diffusekit as dk

@@ -6,11 +6,18 @@ Measurement model y = A(x0) + sigma_y n. DPS approximates p(y | x_t) by p(y | x0
 
   grad log p_t(x_t | y) ~= score(x_t) - grad_{x_t} ||y - A(x0_hat(x_t))||^2 / (2 sigma_y^2)   (eq. 16)
 
-``weighting="gaussian"`` uses exactly this times ``scale``. ``weighting="normalized"`` is the
-paper's practical step (Algorithm 1, zeta_i = zeta' / ||y - A(x0_hat)||): the likelihood score
-is -zeta' grad_{x_t} ||y - A(x0_hat)||. The guided prediction carries eps = -c (score + guidance),
-so any score- or eps-based sampler applies it with its own step coefficient. The gradient
-flows through the network (``needs_grad``); states are detached between steps.
+Two ways to apply it (``mode``):
+
+* ``"step"`` (default; the paper's Algorithm 1): the sampler takes its ordinary step x'_{i+1}, then
+  x_{i+1} = x'_{i+1} - zeta grad_{x_i} ||y - A(x0_hat(x_i))||^2 / ||y - A(x0_hat(x_i))||
+  (zeta_i = zeta' / ||residual||, ``scale`` = zeta'); the gradient is taken at the state the
+  sampler's network call saw and carried in the prediction (``dps_grad``). Works with any sampler
+  that reports its prediction.
+* ``"score"``: the likelihood score enters the prediction, eps = -c (score + guidance), so the
+  sampler applies it with its own step coefficient: ``weighting="gaussian"`` uses eq. 16 times
+  ``scale``; ``weighting="normalized"`` uses -zeta' grad ||residual||.
+
+The gradient flows through the network (``needs_grad``); states are detached between steps.
 """
 
 from __future__ import annotations
@@ -22,15 +29,17 @@ from pydantic import Field
 
 from diffusekit.config import ComponentConfig
 from diffusekit.denoiser import DenoiserWrapper, per_sample_time
-from diffusekit.errors import ConfigError, ShapeError
+from diffusekit.errors import CompatibilityError, ConfigError, ShapeError
 from diffusekit.guidance import Guidance
 from diffusekit.parameterization import Prediction
 from diffusekit.process import AffineGaussian, bcast
 
 
 class DPSConfig(ComponentConfig):
+    mode: Literal["step", "score"] = Field("step", description="step: Algorithm 1 after each sampler step; "
+                                                                 "score: as a likelihood score")
     weighting: Literal["gaussian", "normalized"] = Field(
-        "gaussian", description="gaussian: |r|^2/(2 sigma_y^2) (eq. 16); normalized: zeta |r| (Algorithm 1)")
+        "gaussian", description="score mode: gaussian |r|^2/(2 sigma_y^2) (eq. 16) or normalized zeta |r|")
     scale: float = Field(1.0, gt=0.0, description="multiplier of the likelihood score (zeta' when normalized)")
     noise: float = Field(0.05, gt=0.0, description="measurement noise std sigma_y (gaussian weighting)")
 
@@ -50,11 +59,14 @@ class DPSDenoiser(DenoiserWrapper):
             pred = self.inner(x_in, t, cond)
             r = (y - g.operator(pred.x0)).flatten(1)
             sq = (r * r).sum(1)
-            if cfg.weighting == "gaussian":
-                objective = sq.sum() / (2 * cfg.noise ** 2)
+            if cfg.mode == "step" or cfg.weighting == "normalized":
+                objective = torch.sqrt(sq + 1e-12).sum()  # grad |r| = grad |r|^2 / (2 |r|)
             else:
-                objective = torch.sqrt(sq + 1e-12).sum()
+                objective = sq.sum() / (2 * cfg.noise ** 2)
             (grad,) = torch.autograd.grad(objective, x_in)
+        if cfg.mode == "step":
+            return Prediction(pred.process, x_t, t, cond, x0=pred.x0.detach(), eps=pred.eps.detach(),
+                              dps_grad=2 * cfg.scale * grad)
         c = bcast(pred.process.coefficients(t)[2], x_t)
         eps = pred.eps.detach() + c * cfg.scale * grad
         return Prediction(pred.process, x_t, t, cond, eps=eps)
@@ -85,6 +97,15 @@ class DPS(Guidance):
             raise ConfigError("dps needs a forward operator and a measurement: DPS(operator=A, measurement=y, "
                               "...) or .set_measurement(A, y)", loc="guidance.operator")
         return DPSDenoiser(denoiser, self)
+
+    def on_step(self, x: Any, info: dict[str, Any]) -> Any:
+        if self.config.mode != "step":
+            return x
+        pred = info.get("prediction")
+        if pred is None or "dps_grad" not in pred.kinds:
+            raise CompatibilityError("dps mode='step' needs the sampler to report each step's prediction; "
+                                     "use mode='score' with this sampler")
+        return (x - pred.get("dps_grad")).detach()
 
     def bind(self, cond: Any) -> None:
         if self.measurement is not None and self.measurement.ndim == 0:

@@ -232,6 +232,25 @@ def _inverse_problem():
     return prior, A, y, sigma_y, linear_gaussian_posterior(prior, A, y, sigma_y)
 
 
+def test_dps_step_mode_is_algorithm_1_after_the_sampler_step():
+    """mode='step': x_next = sampler step - 2 zeta grad |y - A x0_hat| (zeta_i = zeta'/|r|)."""
+    prior, A, y, sy, _ = _inverse_problem()
+    proc = vp()
+    op = MatrixOperator(A)
+    x = torch.randn(5, 2)
+    t = torch.full((5,), 0.5)
+    dps = DPS(operator=op, measurement=y, scale=0.3)
+    inner = dk.Denoiser(MixtureOracle(prior, proc), dk.create("parameterization", "x0"), proc)
+    pred = dps.wrap(inner)(x, t)
+    x_in = x.clone().requires_grad_(True)
+    r = (y - op(inner(x_in, t).x0)).norm(dim=1).sum()
+    (grad,) = torch.autograd.grad(r, x_in)
+    torch.testing.assert_close(pred.get("dps_grad"), 0.6 * grad)
+    torch.testing.assert_close(pred.x0, inner(x, t).x0)  # the prediction itself is unguided
+    stepped = torch.randn(5, 2)
+    torch.testing.assert_close(dps.on_step(stepped, {"prediction": pred}), stepped - 0.6 * grad)
+
+
 def test_exact_posterior_formula_against_bayes_rule():
     prior, A, y, sy, post = _inverse_problem()
     xs = torch.randn(7, 2, dtype=torch.float64)
@@ -249,7 +268,7 @@ def test_dps_and_smc_on_a_linear_gaussian_inverse_problem():
     proc = vp()
     op = MatrixOperator(A)
     res = {}
-    for name, g in (("dps", DPS(operator=op, measurement=y, noise=sy)),
+    for name, g in (("dps", DPS(operator=op, measurement=y, noise=sy, mode="score")),
                     ("smc", SMC(target="posterior", operator=op, measurement=y, noise=sy))):
         pipe = dk.Pipeline(process=proc, network=MixtureOracle(prior, proc), parameterization="x0",
                            sampler={"name": "euler-maruyama", "steps": 200}, guidance=g, sample_shape=(2,))
