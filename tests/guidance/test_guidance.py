@@ -430,3 +430,19 @@ def test_gaussian_guidance_refuses_discrete_processes():
         dk.Pipeline(process={"name": "masked", "vocab_size": 3}, network=_LabelTokens(),
                     sampler={"name": "ancestral", "steps": 4}, guidance=DPS(operator=lambda x: x, measurement=0.0),
                     sample_shape=(4,))
+
+
+@pytest.mark.parametrize("mode", ["concat", "film"])
+def test_cfg_with_array_conditions_interpolates_conditional_and_null(mode):
+    """eps_w = eps_u + w (eps_c - eps_u) exactly, for array conditions (concat or FiLM vectors)."""
+    torch.manual_seed(0)
+    cond_spec = {"name": "array", "mode": mode, "features": 6, "embed_dim": 8}
+    if mode == "concat":
+        cond_spec = {"name": "array"}
+    net = {"name": "mlp", "dim": 2, "hidden": 32, "cond_dim": 6 if mode == "concat" else 8}
+    pipe = dk.Pipeline(process="vp", network=net, parameterization="eps", conditioner=cond_spec,
+                       guidance={"name": "cfg", "scale": 2.5}, sampler="euler-maruyama")
+    x, t, c = torch.randn(5, 2), torch.full((5,), 0.4), torch.randn(5, 6)
+    inner = pipe.denoiser(guided=False)
+    e_c, e_u = inner(x, t, c).eps, inner(x, t, torch.zeros_like(c)).eps
+    torch.testing.assert_close(pipe.denoiser()(x, t, c).eps, e_u + 2.5 * (e_c - e_u), rtol=1e-5, atol=1e-6)
