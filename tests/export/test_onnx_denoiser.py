@@ -3,7 +3,6 @@ fp16, provider fallback and readable export errors."""
 
 from __future__ import annotations
 
-import warnings
 
 import onnx
 import pytest
