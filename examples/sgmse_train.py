@@ -145,6 +145,53 @@ def cmd_eval(args) -> None:
     print(json.dumps(summary, indent=2))
 
 
+def cmd_plot(args) -> None:
+    """Log-magnitude spectrograms of the example utterance (clean, noisy, each system)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    specs = torch.load(Path(args.eval) / "specs.pt", weights_only=True)
+    order = ["clean", "noisy"] + [k for k in specs if k not in ("clean", "noisy")]
+    order = [k for k in order if k in specs and (not args.systems or k in ("clean", "noisy") or
+                                                  any(s in k for s in args.systems))]
+    tf = SpecTransform()
+    cols = 2
+    rows = -(-len(order) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(9, 2.1 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, order):
+        mag = 20 * torch.log10(tf.decompress(specs[name]).abs() + 1e-5)
+        ax.imshow(mag.numpy(), origin="lower", aspect="auto", vmin=-60, vmax=float(mag.max()), cmap="magma",
+                  extent=(0, mag.shape[1] * tf.hop_length / 16000, 0, 8))
+        ax.set_title(name, fontsize=9)
+        ax.set_ylabel("kHz", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(order):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(args.png, dpi=args.dpi)
+    print(f"wrote {args.png}")
+
+
+def cmd_table(args) -> None:
+    """Markdown table of mean PESQ / ESTOI / SI-SDR (and SI-SDR gain) over one or more eval dirs."""
+    summary, rows = {}, {}
+    for d in args.evals:
+        res = json.loads((Path(d) / "results.json").read_text())
+        summary.update(res["summary"])
+        rows.update(res["rows"])
+    base = summary["noisy input"]["si_sdr"]
+    print("| system | NFE | PESQ (wb) | ESTOI | SI-SDR (dB) | SI-SDR gain (dB) | s / utterance |")
+    print("|---|---|---|---|---|---|---|")
+    for name, m in summary.items():
+        nfe = m.get("nfe", "-")
+        secs = f"{m['seconds']:.1f}" if "seconds" in m else "-"
+        print(f"| {name} | {nfe} | {m['pesq']:.2f} | {m['estoi']:.3f} | {m['si_sdr']:.2f} | "
+              f"{m['si_sdr'] - base:+.2f} | {secs} |")
+    print(f"\n({len(rows['noisy input'])} held-out pairs)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -172,6 +219,15 @@ def main() -> None:
     p.add_argument("--only", nargs="*", default=None, help="evaluate only these runs")
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=cmd_eval)
+    p = sub.add_parser("plot")
+    p.add_argument("--eval", default="/tmp/sgmse_eval")
+    p.add_argument("--png", default="docs/img/sgmse_spectrograms.png")
+    p.add_argument("--systems", nargs="*", default=None, help="substrings of system names to show")
+    p.add_argument("--dpi", type=int, default=80)
+    p.set_defaults(func=cmd_plot)
+    p = sub.add_parser("table")
+    p.add_argument("evals", nargs="+", help="eval output directories (results.json)")
+    p.set_defaults(func=cmd_table)
     args = ap.parse_args()
     args.func(args)
 

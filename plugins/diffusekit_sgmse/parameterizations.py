@@ -21,6 +21,8 @@ from diffusekit.config import ComponentConfig
 from diffusekit.parameterization import Parameterization, Prediction
 from diffusekit.process import AffineGaussian
 
+from .processes import ConditionalEndpoint
+
 
 def sq_err(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-sample mean of |a - b|^2 (complex-safe), shape (B,)."""
@@ -65,7 +67,7 @@ class Predictive(Parameterization):
     """Discriminative baseline: x0_hat = network(y, t_max, cond), independent of x_t."""
 
     Config = SkipConfig
-    requires = (AffineGaussian,)
+    requires = (ConditionalEndpoint,)
     output = "x0"
 
     def predict(self, network, process, x_t, t, cond=None, net_cond=None) -> Prediction:

@@ -63,8 +63,11 @@ def prior_target(cond: Any, n: int, shape: tuple[int, ...], name: str) -> torch.
     return y
 
 
-class _Conditional(ForwardProcess, AffineGaussian):
-    """Shared pieces: training times U(train_eps, 1), affine perturbation, endpoint."""
+class ConditionalEndpoint(ForwardProcess, AffineGaussian):
+    """Processes whose endpoint / prior is the noisy spectrogram y taken from ``cond``.
+
+    Shared pieces: training times U(train_eps, 1), affine perturbation, endpoint; samplers and
+    parameterizations that only make sense with a noisy condition require this capability."""
 
     t_max = 1.0
     registry_name = "?"
@@ -86,6 +89,11 @@ class _Conditional(ForwardProcess, AffineGaussian):
         if shape is not None and x.ndim >= 2 and x.shape[1] != shape[0]:
             raise ShapeError(f"{loc}: {x.shape[1]} frequency bins, the pipeline expects {shape[0]}")
 
+    def conformance_example(self, n: int, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x0, y) complex spectrogram-like probes for ``diffusekit check`` (shape (n, 4, 8))."""
+        like = torch.zeros(n, 4, 8, dtype=torch.complex64)
+        return randn_like(like, generator), randn_like(like, generator)
+
     def marginal(self, x0: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, std) of x_t given x0 and y."""
         a, b, c = self.coefficients(t)
@@ -106,7 +114,7 @@ class OUVEConfig(ComponentConfig):
         return self
 
 
-class OUVE(_Conditional, SDE):
+class OUVE(ConditionalEndpoint, SDE):
     """Ornstein-Uhlenbeck process with variance-exploding diffusion (SGMSE+)."""
 
     Config = OUVEConfig
@@ -162,7 +170,7 @@ class SBConfig(ComponentConfig):
     train_eps: float = Field(1e-4, gt=0, lt=1, description="training times t ~ U(train_eps, 1)")
 
 
-class SchroedingerBridge(_Conditional):
+class SchroedingerBridge(ConditionalEndpoint):
     """Schroedinger bridge with a VE schedule (SBVE) between clean x0 and noisy y."""
 
     Config = SBConfig

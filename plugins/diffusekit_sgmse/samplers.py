@@ -39,7 +39,7 @@ from diffusekit.process import SDE, AffineGaussian, bcast
 from diffusekit.random import randn_like
 from diffusekit.sampler import Plan, Sampler, SamplerConfig, StepSampler
 
-from .processes import SchroedingerBridge
+from .processes import ConditionalEndpoint, SchroedingerBridge
 
 
 class PCConfig(SamplerConfig):
@@ -99,6 +99,7 @@ class Storm(SGMSEPC):
     """StoRM sampling: the PC sampler with cond = stack([y, y_hat], 1) (y_hat = predictive estimate)."""
 
     Config = StormConfig
+    requires = (SDE, AffineGaussian, ConditionalEndpoint)
 
     def check_cond(self, x, cond) -> None:
         if cond is None or cond.ndim != x.ndim + 1 or cond.shape[1] != 2:
@@ -204,7 +205,7 @@ class OneStep(Sampler):
     """Predictive enhancement: x0_hat from one network evaluation at t_max (NFE 1)."""
 
     Config = OneStepConfig
-    requires = (AffineGaussian,)
+    requires = (ConditionalEndpoint,)
 
     def expected_nfe(self) -> int:
         return 1

@@ -39,6 +39,7 @@ def test_presets_sizes():
         dk.create("network", "ncsnpp", preset="huge")
 
 
+@pytest.mark.slow  # dynamo export: ~15 s alone, minutes on a loaded machine (tests/export covers every network)
 def test_onnx_export_with_real_interface(tmp_path):
     pytest.importorskip("onnxruntime", reason="onnxruntime not installed")
     pytest.importorskip("onnxscript", reason="the dynamo ONNX exporter needs onnxscript")
