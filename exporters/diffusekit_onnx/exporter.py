@@ -45,12 +45,13 @@ class OnnxExporter(Exporter):
         """The network stand-in for ``Pipeline.load(dir, backend="onnxruntime")``.
 
         The denoiser graph contains the conditioner and any folded classifier-free guidance,
-        so they are removed from ``pipe`` (``pipe.conditioner = None``; folded CFG dropped from
-        ``pipe.guidance``) to keep the sampled values identical to the PyTorch pipeline.
+        so the pipeline's conditioner becomes a pass-through (:class:`EncodedInGraph`, keeping
+        ``null`` for unfolded CFG) and folded CFG is dropped from ``pipe.guidance``, keeping the
+        sampled values identical to the PyTorch pipeline.
         ``device="cuda"`` asks for the CUDA provider; ``network.providers`` says what runs and
         ``network.fallback`` what could not be loaded.
         """
-        from .runtime import OnnxNetwork, OrtModule
+        from .runtime import EncodedInGraph, OnnxNetwork, OrtModule
 
         if kwargs:
             raise ConfigError(f"unknown onnxruntime backend options {sorted(kwargs)}; accepted: file, providers, "
@@ -68,8 +69,8 @@ class OnnxExporter(Exporter):
                               "re-export after saving (or pass check_weights=False)", loc="backend")
         net = OnnxNetwork(OrtModule(path, device=device, providers=providers, threads=threads),
                           sample_shape=pipe.sample_shape, meta=meta)
-        if meta.get("conditioner_in_graph"):
-            pipe.conditioner = None
+        if meta.get("conditioner_in_graph") and pipe.conditioner is not None:
+            pipe.conditioner = EncodedInGraph(pipe.conditioner)
         if meta.get("guidance_folded"):
             pipe.guidance = [g for g in pipe.guidance if guidance_scale(g) is None]
         return net

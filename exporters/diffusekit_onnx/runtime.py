@@ -164,3 +164,21 @@ class OnnxNetwork(torch.nn.Module):
 
     def __repr__(self) -> str:
         return f"OnnxNetwork({self.ort.path.name}, providers={self.providers})"
+
+
+class EncodedInGraph(torch.nn.Module):
+    """Stands in for a conditioner whose encoding runs inside the exported graph: passes raw
+    conditions through unchanged but keeps ``null`` (so unfolded CFG in Python still works)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, cond: Any) -> Any:
+        return cond
+
+    def null(self, cond: Any) -> Any:
+        return self.inner.null(cond)
+
+    def __repr__(self) -> str:
+        return f"EncodedInGraph({type(self.inner).__name__})"

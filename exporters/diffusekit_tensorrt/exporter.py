@@ -119,6 +119,7 @@ class TensorRTExporter(Exporter):
                      **kwargs):  # pragma: no cover - needs a GPU
         """Network stand-in running ``<directory>/model.engine`` (conditioner / folded CFG live in it)."""
         from diffusekit_onnx.graphs import guidance_scale
+        from diffusekit_onnx.runtime import EncodedInGraph
 
         from .runtime import TensorRTModule
 
@@ -132,7 +133,7 @@ class TensorRTExporter(Exporter):
         module = TensorRTModule(path, sample_shape=pipe.sample_shape)
         meta = plan.get("onnx", {})
         if "cond" in meta.get("inputs", []) and pipe.conditioner is not None:
-            pipe.conditioner = None
+            pipe.conditioner = EncodedInGraph(pipe.conditioner)
         if meta.get("extra", {}).get("guidance_scale") is not None:
             pipe.guidance = [g for g in pipe.guidance if guidance_scale(g) is None]
         return module

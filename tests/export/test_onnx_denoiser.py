@@ -186,7 +186,8 @@ def test_cfg_folded_as_one_batched_call(tmp_path):
     assert torch.allclose(eps, ref, atol=1e-4, rtol=1e-4)
     assert (eps - uncond).abs().max() > 1e-2  # guidance really is in the graph
     ort = dk.Pipeline.load(tmp_path, backend="onnxruntime")
-    assert ort.guidance == [] and ort.conditioner is None  # both live inside the graph now
+    assert ort.guidance == []  # folded into the graph
+    assert ort.conditioner(c) is c and torch.equal(ort.conditioner.null(c), torch.full_like(c, 3))
     g = lambda: [torch.Generator().manual_seed(s) for s in range(6)]  # noqa: E731
     x_t = pipe.sample(6, cond=c, generator=g())
     x_o = ort.sample(6, cond=c, generator=g())
