@@ -65,33 +65,55 @@ def train(args) -> None:
     print(f"[digits] U-Net with {n_params / 1e6:.2f}M parameters; {len(x_train)} training images; "
           f"{args.steps} steps of batch {args.batch}", flush=True)
     res = dk.train(pipe, data, steps=args.steps, batch_size=args.batch, lr=args.lr, warmup=200, ema=0.999,
-                   seed=args.seed, log_every=100, out_dir=args.out)
+                   seed=args.seed, log_every=100, out_dir=args.out, checkpoint_every=args.checkpoint_every)
     meta = {"steps": args.steps, "batch": args.batch, "lr": args.lr, "params": n_params,
             "train_seconds": res.seconds, "final_loss": res.final_loss, "threads": torch.get_num_threads()}
     (Path(args.out) / "train_meta.json").write_text(json.dumps(meta, indent=2))
     print(f"[digits] trained in {res.seconds:.0f} s, final loss {res.final_loss:.4f}", flush=True)
 
 
+def load_latest(out: Path):
+    """The finished pipeline, or the EMA weights of the latest training checkpoint (so a run
+    can be evaluated while it trains or after it was stopped)."""
+    import diffusekit as dk
+    from safetensors.torch import load_file
+
+    if (out / "config.json").exists() and (out / "train_meta.json").exists():
+        meta = json.loads((out / "train_meta.json").read_text())
+        return dk.Pipeline.load(out), meta
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    pipe = dk.Pipeline.from_config(state["pipeline"])
+    tensors = load_file(str(out / "checkpoint" / "state.safetensors"))
+    pipe.network.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    losses = state.get("losses", [])
+    meta = {"steps": state["step"], "batch": args_batch(state), "final_loss": sum(losses[-50:]) / max(len(losses[-50:]), 1),
+            "checkpoint": True}
+    return pipe.eval(), meta
+
+
+def args_batch(state) -> int | None:
+    return state.get("batch_size")
+
+
 def evaluate(args) -> dict:
     import diffusekit as dk
 
     out = Path(args.out)
-    pipe = dk.Pipeline.load(out)
+    pipe, meta = load_latest(out)
     x_test = dk.create("dataset", "digits", split="test", seed=args.seed)[: args.n_test]
     t0 = time.perf_counter()
     bpd = pipe.log_likelihood(x_test, bits_per_dim=True, dequantize=LEVELS, data_range=(-1.0, 1.0),
-                              generator=torch.Generator().manual_seed(args.seed))
+                              rtol=args.ll_tol, atol=args.ll_tol, generator=torch.Generator().manual_seed(args.seed))
     t_ll = time.perf_counter() - t0
-    sampler = {"name": "pc", "steps": 200, "predictor": "reverse-diffusion", "snr": 0.16, "corrector_steps": 1}
+    sampler = {"name": args.sampler, "steps": args.sample_steps}
     t0 = time.perf_counter()
     x = pipe.sample(50, generator=torch.Generator().manual_seed(args.seed + 1), sampler=sampler)
     t_s = time.perf_counter() - t0
-    meta = json.loads((out / "train_meta.json").read_text()) if (out / "train_meta.json").exists() else {}
     png = out / "digits_samples.png"
-    save_grid(x, png, f"VP + U-Net, {meta.get('steps', '?')} steps; PC {pipe.last_nfe} NFE; "
+    save_grid(x, png, f"VP + U-Net, {meta.get('steps', '?')} steps; {args.sampler} {pipe.last_nfe} NFE; "
                       f"test {float(bpd.mean()):.2f} bits/dim")
     result = {"test_bpd": float(bpd.mean()), "test_bpd_sem": float(bpd.std() / len(bpd) ** 0.5),
-              "n_test": len(x_test), "likelihood_seconds": t_ll, "sample_nfe": pipe.last_nfe,
+              "n_test": len(x_test), "ll_tol": args.ll_tol, "likelihood_seconds": t_ll, "sample_nfe": pipe.last_nfe,
               "sample_seconds": t_s, **{f"train_{k}": v for k, v in meta.items()}}
     (out / "eval.json").write_text(json.dumps(result, indent=2))
     print(f"[digits] test bits/dim {result['test_bpd']:.3f} +- {result['test_bpd_sem']:.3f} "
@@ -110,6 +132,10 @@ def main() -> None:
     ap.add_argument("--n-test", type=int, default=360)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--checkpoint-every", type=int, default=100)
+    ap.add_argument("--ll-tol", type=float, default=1e-5, help="RK45 rtol = atol of the likelihood ODE")
+    ap.add_argument("--sampler", default="pc", help="sampler for the grid (pc: reverse diffusion + ALD)")
+    ap.add_argument("--sample-steps", type=int, default=200)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.phase in ("all", "train"):

@@ -12,7 +12,10 @@ update t_k -> t_{k+1}. NFE = steps (corrector_steps + 1). Correctors (score s, z
   norms: batch-invariant, but the step then depends on the state, which biases the
   stationary law in low dimension (fine for images, wrong for 2-D toys); ``ald`` is both
   batch-invariant and state-independent.
-* ``ald`` (annealed Langevin, NCSN): eps = 2 alpha (snr c(t_k))^2 with c the marginal std.
+* ``ald`` (annealed Langevin, NCSN; the default): eps = 2 alpha (snr c(t_k))^2 with c the
+  marginal std. For p_t dominated by noise |s| ~ sqrt(D) / c, so this is the ``langevin`` step
+  with its norms replaced by their expectations: a fixed step per grid time, hence
+  batch-invariant (the DESIGN contract) and with the closed-form stationary law of ULA.
 * ``none``: the predictor alone.
 """
 
@@ -36,7 +39,8 @@ class PCConfig(AncestralConfig):
     steps: int = Field(1000, ge=1, le=100_000, description="predictor steps; NFE = steps (corrector_steps + 1)")
     predictor: Literal["reverse-diffusion", "euler-maruyama", "ancestral", "none"] = Field(
         "reverse-diffusion", description="predictor update t_k -> t_{k+1}")
-    corrector: Literal["langevin", "ald", "none"] = Field("langevin", description="corrector at t_k")
+    corrector: Literal["ald", "langevin", "none"] = Field(
+        "ald", description="corrector at t_k: 'ald' (annealed, batch-invariant) or 'langevin' (snr-adaptive, paper)")
     snr: float = Field(0.16, gt=0, description="signal-to-noise ratio r of the corrector (0.16 CIFAR-10)")
     corrector_steps: int = Field(1, ge=0, le=100, description="corrector iterations per step")
     norm: Literal["batch", "sample"] = Field("batch", description="Langevin norms: batch mean (paper) or per sample")

@@ -21,7 +21,8 @@ CASES = [
     ("vp", {"name": "euler-maruyama", "steps": 100}, 100),
     ("vp", {"name": "reverse-diffusion", "steps": 100}, 100),
     ("vp", {"name": "sde-ancestral", "steps": 100}, 100),
-    ("vp", {"name": "pc", "steps": 50, "snr": 0.16, "norm": "batch"}, 100),
+    ("vp", {"name": "pc", "steps": 50, "snr": 0.16, "corrector": "langevin", "norm": "batch"}, 100),
+    ("subvp", {"name": "pc", "steps": 50, "snr": 0.16}, 100),
     ("vp", {"name": "ode", "method": "rk45"}, None),
     ("vp", {"name": "ode", "method": "rk4", "steps": 10}, 40),
     ("vp", {"name": "ode", "method": "heun", "steps": 25}, 49),
@@ -61,7 +62,7 @@ def test_too_few_steps_is_detected():
     ("vp", {"name": "reverse-diffusion", "steps": 200}),
     ("subvp", {"name": "sde-ancestral", "steps": 200}),
     ("ve", {"name": "euler-maruyama", "steps": 200}),
-    ("vp", {"name": "pc", "steps": 100, "snr": 0.1}),
+    ("vp", {"name": "pc", "steps": 100, "snr": 0.1, "corrector": "langevin"}),
     ("ve", {"name": "pc", "steps": 100, "snr": 0.1, "corrector": "ald", "predictor": "ancestral"}),
 ])
 def test_gaussian_moments(proc, spec):
