@@ -1,7 +1,5 @@
 """Generic time grids: end points, monotonicity and the defining formula of each grid."""
 
-import math
-
 import pytest
 import torch
 

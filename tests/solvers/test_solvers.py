@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import diffusekit as dk
-from diffusekit.errors import CompatibilityError, ConfigError
+from diffusekit.errors import ConfigError
 from diffusekit.process import AffineGaussian, ForwardProcess
 from diffusekit.random import randn
 from diffusekit.testing.metrics import mmd
