@@ -30,13 +30,18 @@ class OnnxExporter(Exporter):
 
     def export(self, pipe, path, example: Sequence[Any] | None = None, **options) -> ExportReport:
         opts = validate_params(ExportOptions, options, loc="export")
-        if opts.mode == "sampler":
-            from .export_sampler import export_sampler
+        modes = [(m, m.training) for m in pipe.modules().values()]
+        try:
+            if opts.mode == "sampler":
+                from .export_sampler import export_sampler
 
-            return export_sampler(pipe, path, opts, example)
-        from .export_denoiser import export_denoiser
+                return export_sampler(pipe, path, opts, example)
+            from .export_denoiser import export_denoiser
 
-        return export_denoiser(pipe, path, opts, example)
+            return export_denoiser(pipe, path, opts, example)
+        finally:  # exporting evaluates in eval mode; give the pipeline back as it was
+            for m, mode in modes:
+                m.train(mode)
 
     @classmethod
     def load_runtime(cls, directory, pipe, backend: str = "onnxruntime", device=None, file: str = DENOISER_FILE,
