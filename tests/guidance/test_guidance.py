@@ -446,3 +446,17 @@ def test_cfg_with_array_conditions_interpolates_conditional_and_null(mode):
     inner = pipe.denoiser(guided=False)
     e_c, e_u = inner(x, t, c).eps, inner(x, t, torch.zeros_like(c)).eps
     torch.testing.assert_close(pipe.denoiser()(x, t, c).eps, e_u + 2.5 * (e_c - e_u), rtol=1e-5, atol=1e-6)
+
+
+def test_guided_pipeline_save_load_round_trip(tmp_path):
+    # embed_dim > 0: the conditioner owns the label embedding, the mlp receives vectors (cond_dim)
+    pipe = dk.Pipeline(process="vp", network={"name": "mlp", "dim": 2, "hidden": 16, "cond_dim": 4},
+                       parameterization="eps", conditioner={"name": "label", "num_classes": 3, "embed_dim": 4},
+                       guidance={"name": "cfg", "scale": 2.0}, sampler={"name": "ddim-renoise", "steps": 3})
+    pipe.guidance[0].scale = 3.5
+    pipe.save(tmp_path / "run")
+    back = dk.Pipeline.load(tmp_path / "run")
+    assert back.guidance[0].scale == 3.5 and back.sampler.config.steps == 3
+    torch.testing.assert_close(back.conditioner.embedding.weight, pipe.conditioner.embedding.weight)
+    y = torch.tensor([0, 2, 1])
+    torch.testing.assert_close(back.sample(3, cond=y, generator=[1, 2, 3]), pipe.sample(3, cond=y, generator=[1, 2, 3]))
