@@ -135,7 +135,9 @@ class SMC(Guidance):
         self.log_weights: torch.Tensor | None = None
         self.num_resampled: torch.Tensor | None = None
         self._steps: int | None = None
+        self._final_deterministic = False
         self._process = None
+        self._parameterization = None
         self._gen = torch.Generator().manual_seed(self.config.seed)
 
     @property
