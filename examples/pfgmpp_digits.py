@@ -89,6 +89,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1000, help="samples per model for the Frechet distance")
     ap.add_argument("--png", default="", help="write a sample grid here")
     ap.add_argument("--json", default="", help="write the figures here")
+    ap.add_argument("--seed", type=int, default=0, help="network init / training / sampling seed")
     args = ap.parse_args()
     torch.set_num_threads(1)
     t_start = time.time()
@@ -106,12 +107,14 @@ def main() -> None:
     rows, grids = [], {}
     for D in (128.0, math.inf):
         name = "D=inf (EDM)" if math.isinf(D) else f"D={int(D)}"
+        torch.manual_seed(args.seed)
         pipe = make_pipeline(D)
         t0 = time.time()
-        res = dk.train(pipe, flat_train, steps=args.steps, batch_size=128, lr=1e-3, ema=0.999, seed=0, warmup=100)
+        res = dk.train(pipe, flat_train, steps=args.steps, batch_size=128, lr=1e-3, ema=0.999, seed=args.seed,
+                       warmup=100)
         t_train = time.time() - t0
         t0 = time.time()
-        x = pipe.sample(args.n, generator=torch.Generator().manual_seed(1))
+        x = pipe.sample(args.n, generator=torch.Generator().manual_seed(1000 + args.seed))
         t_sample = time.time() - t0
         x = x.clamp(-1, 1)
         with torch.no_grad():
@@ -136,7 +139,7 @@ def main() -> None:
     print(f"| real train images | {floor:.3f} | | | | |")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"classifier_acc": acc, "floor": floor, "steps": args.steps, "rows": rows}, f, indent=1)
+            json.dump({"classifier_acc": acc, "floor": floor, "steps": args.steps, "seed": args.seed, "rows": rows}, f, indent=1)
     if args.png:
         import matplotlib
 
