@@ -173,10 +173,14 @@ def pydoc(args):
     train = dk.create("dataset", "pydoc", seq_len=args.length, split="train")
     test = dk.create("dataset", "pydoc", seq_len=args.length, split="test")
     torch.manual_seed(0)
-    net = dk.create("network", "transformer", vocab_size=VOCAB_SIZE_PYDOC, seq_len=args.length, dim=args.dim,
-                    depth=args.depth, heads=4)
-    pipe = dk.Pipeline(process={"name": "masked", "vocab_size": VOCAB_SIZE_PYDOC, "schedule": "log-linear"},
-                       network=net)
+    if args.init:  # continue training a saved pipeline (fresh optimizer)
+        pipe = dk.Pipeline.load(args.init)
+        net = pipe.network
+    else:
+        net = dk.create("network", "transformer", vocab_size=VOCAB_SIZE_PYDOC, seq_len=args.length, dim=args.dim,
+                        depth=args.depth, heads=4)
+        pipe = dk.Pipeline(process={"name": "masked", "vocab_size": VOCAB_SIZE_PYDOC, "schedule": "log-linear"},
+                           network=net)
     res, sec = _train(pipe, train, args.steps, args.batch, args.lr)
     if args.out:
         pipe.save(args.out)
@@ -215,7 +219,8 @@ def main():
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
-    ap.add_argument("--out", default=None, help="pydoc: save the trained pipeline here")
+    ap.add_argument("--out", default=None, help="markov / pydoc: save the trained pipeline here")
+    ap.add_argument("--init", default=None, help="pydoc: continue training the pipeline saved here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     {"speed": speed, "factorisation": factorisation, "precision": precision, "markov": markov,

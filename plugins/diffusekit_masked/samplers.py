@@ -198,14 +198,12 @@ class Confidence(StepSampler):
         return cache[key]
 
     def init_carry(self, plan, x):
-        return {"n0": (x == self._mask_id).sum(1)}
-
-    def sample(self, denoiser, process, x, cond=None, generator=None, callback=None):
-        self._mask_id = process.mask_id
-        return super().sample(denoiser, process, x, cond, generator, callback)
+        return {}
 
     def step(self, x, i, plan, denoiser, cond, generator, carry):
         mask_id = denoiser.process.mask_id
+        if i == 0:  # masked tokens in the initial state, the reference for the unmasking schedule
+            carry = {"n0": (x == mask_id).sum(1)}
         dt = dtype_of(self.config.precision)
         t = plan.t[i].to(torch.float32).expand(x.shape[0])
         pred = denoiser(x, t, cond)
