@@ -102,3 +102,22 @@ def test_first_hitting_time_is_max_of_uniforms():
     cdf = lambda v: ((1 - proc.alpha(torch.as_tensor(v))) / (1 - proc.alpha(tt))).numpy() ** n
     assert stats.kstest(s.numpy(), cdf).pvalue > 1e-3
     assert float(s.max()) <= 0.8 + 1e-12 and math.isfinite(float(s.min()))
+
+
+def test_subs_rules():
+    """SUBS: mask never predicted, unmasked positions copy x_t, masked rows are a softmax."""
+    from diffusekit_masked.parameterization import subs_log_probs
+
+    g = torch.Generator().manual_seed(0)
+    x_t = torch.tensor([[0, 3, 2], [3, 3, 1]])
+    raw = torch.randn(2, 3, 4, generator=g)
+    logp = subs_log_probs(raw, x_t, mask_id=3)
+    p = logp.exp()
+    assert torch.all(p[..., 3] == 0)
+    torch.testing.assert_close(p.sum(-1), torch.ones(2, 3))
+    assert p[0, 0, 0] == 1 and p[0, 2, 2] == 1 and p[1, 2, 1] == 1
+    torch.testing.assert_close(logp[0, 1, :3], torch.log_softmax(raw[0, 1, :3], -1))
+    # a network that predicts data tokens only (no mask column) gives the same result
+    torch.testing.assert_close(subs_log_probs(raw[..., :3], x_t, mask_id=3), logp)
+    with pytest.raises(ShapeError, match="vocab_size"):
+        subs_log_probs(torch.randn(2, 3, 7), x_t, mask_id=3)
