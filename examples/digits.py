@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 LEVELS = 17  # scikit-learn digits take the values 0..16
+EMA_DECAY = 0.999
 
 
 def dequantised_copies(x: torch.Tensor, copies: int, seed: int) -> torch.Tensor:
@@ -64,7 +65,7 @@ def train(args) -> None:
     n_params = sum(p.numel() for p in pipe.parameters())
     print(f"[digits] U-Net with {n_params / 1e6:.2f}M parameters; {len(x_train)} training images; "
           f"{args.steps} steps of batch {args.batch}", flush=True)
-    res = dk.train(pipe, data, steps=args.steps, batch_size=args.batch, lr=args.lr, warmup=200, ema=0.999,
+    res = dk.train(pipe, data, steps=args.steps, batch_size=args.batch, lr=args.lr, warmup=200, ema=EMA_DECAY,
                    seed=args.seed, log_every=100, out_dir=args.out, checkpoint_every=args.checkpoint_every)
     meta = {"steps": args.steps, "batch": args.batch, "lr": args.lr, "params": n_params,
             "train_seconds": res.seconds, "final_loss": res.final_loss, "threads": torch.get_num_threads()}
@@ -72,9 +73,11 @@ def train(args) -> None:
     print(f"[digits] trained in {res.seconds:.0f} s, final loss {res.final_loss:.4f}", flush=True)
 
 
-def load_latest(out: Path):
-    """The finished pipeline, or the EMA weights of the latest training checkpoint (so a run
-    can be evaluated while it trains or after it was stopped)."""
+def load_latest(out: Path, weights: str = "auto", decay: float = EMA_DECAY):
+    """The finished pipeline, or the latest training checkpoint (so a run can be evaluated
+    while it trains or after it was stopped). The EMA starts at the initial weights, so after
+    k steps it still holds decay^k of them: ``weights="auto"`` takes the EMA only once that
+    share is below 5 %, else the raw weights."""
     import diffusekit as dk
     from safetensors.torch import load_file
 
@@ -84,22 +87,21 @@ def load_latest(out: Path):
     state = json.loads((out / "checkpoint" / "state.json").read_text())
     pipe = dk.Pipeline.from_config(state["pipeline"])
     tensors = load_file(str(out / "checkpoint" / "state.safetensors"))
-    pipe.network.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    step = int(state["step"])
+    use_ema = weights == "ema" or (weights == "auto" and decay ** step < 0.05)
+    prefix = "ema." if use_ema else "model.network."
+    pipe.network.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
     losses = state.get("losses", [])
-    meta = {"steps": state["step"], "batch": args_batch(state), "final_loss": sum(losses[-50:]) / max(len(losses[-50:]), 1),
-            "checkpoint": True}
+    meta = {"steps": step, "final_loss": sum(losses[-50:]) / max(len(losses[-50:]), 1), "checkpoint": True,
+            "weights": "ema" if use_ema else "raw"}
     return pipe.eval(), meta
-
-
-def args_batch(state) -> int | None:
-    return state.get("batch_size")
 
 
 def evaluate(args) -> dict:
     import diffusekit as dk
 
     out = Path(args.out)
-    pipe, meta = load_latest(out)
+    pipe, meta = load_latest(out, args.weights)
     x_test = dk.create("dataset", "digits", split="test", seed=args.seed)[: args.n_test]
     t0 = time.perf_counter()
     bpd = pipe.log_likelihood(x_test, bits_per_dim=True, dequantize=LEVELS, data_range=(-1.0, 1.0),
@@ -136,6 +138,7 @@ def main() -> None:
     ap.add_argument("--ll-tol", type=float, default=1e-5, help="RK45 rtol = atol of the likelihood ODE")
     ap.add_argument("--sampler", default="pc", help="sampler for the grid (pc: reverse diffusion + ALD)")
     ap.add_argument("--sample-steps", type=int, default=200)
+    ap.add_argument("--weights", choices=["auto", "ema", "raw"], default="auto", help="checkpoint weights to evaluate")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.phase in ("all", "train"):
