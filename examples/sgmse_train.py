@@ -94,6 +94,22 @@ SYSTEMS = {  # name -> (run, sampler override or None)
 }
 
 
+def write_results(out: Path, results: dict, pairs: list, specs: dict) -> dict:
+    summary = {}
+    for s, rows in results.items():
+        if not rows:
+            continue
+        summary[s] = {key: sum(r[key] for r in rows) / len(rows) for key in ("pesq", "estoi", "si_sdr")}
+        if "nfe" in rows[0]:
+            summary[s]["nfe"] = rows[0]["nfe"]
+            summary[s]["seconds"] = sum(r["seconds"] for r in rows) / len(rows)
+    (out / "results.json").write_text(json.dumps({"summary": summary, "rows": results,
+                                                  "pairs": [(p.text, p.voice, p.noise, p.snr_db) for p in pairs]},
+                                                 indent=2))
+    torch.save({k: v.clone() for k, v in specs.items()}, out / "specs.pt")
+    return summary
+
+
 @torch.no_grad()
 def cmd_eval(args) -> None:
     torch.set_num_threads(args.threads)
@@ -120,6 +136,8 @@ def cmd_eval(args) -> None:
         for sysname, (run, sampler) in SYSTEMS.items():
             if run not in pipes or (args.only and run not in args.only):
                 continue
+            if args.exclude and any(e in sysname for e in args.exclude):
+                continue
             pipe = pipes[run]
             predictive = pipes.get("predictive") if run == "storm" else None
             t0 = time.perf_counter()
@@ -132,16 +150,7 @@ def cmd_eval(args) -> None:
                 specs[sysname] = Xh[0]
                 sf.write(str(out / (run + ".wav")), est.numpy(), 16_000)
         print(k, p.noise, {s: round(v[-1]["si_sdr"], 2) for s, v in results.items() if v}, flush=True)
-    summary = {}
-    for s, rows in results.items():
-        summary[s] = {key: sum(r[key] for r in rows) / len(rows) for key in ("pesq", "estoi", "si_sdr")}
-        if rows and "nfe" in rows[0]:
-            summary[s]["nfe"] = rows[0]["nfe"]
-            summary[s]["seconds"] = sum(r["seconds"] for r in rows) / len(rows)
-    (out / "results.json").write_text(json.dumps({"summary": summary, "rows": results,
-                                                  "pairs": [(p.text, p.voice, p.noise, p.snr_db) for p in pairs]},
-                                                 indent=2))
-    torch.save({k: v.clone() for k, v in specs.items()}, out / "specs.pt")
+        summary = write_results(out, results, pairs[:k + 1], specs)  # after every pair: partial runs count
     print(json.dumps(summary, indent=2))
 
 
@@ -152,7 +161,9 @@ def cmd_plot(args) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    specs = torch.load(Path(args.eval) / "specs.pt", weights_only=True)
+    specs = {}
+    for d in args.eval:
+        specs.update(torch.load(Path(d) / "specs.pt", weights_only=True))
     order = ["clean", "noisy"] + [k for k in specs if k not in ("clean", "noisy")]
     order = [k for k in order if k in specs and (not args.systems or k in ("clean", "noisy") or
                                                   any(s in k for s in args.systems))]
@@ -175,21 +186,35 @@ def cmd_plot(args) -> None:
 
 
 def cmd_table(args) -> None:
-    """Markdown table of mean PESQ / ESTOI / SI-SDR (and SI-SDR gain) over one or more eval dirs."""
-    summary, rows = {}, {}
+    """Markdown tables over one or more eval dirs (same seed, so their pairs share a prefix):
+    means of PESQ / ESTOI / SI-SDR, and each system's SI-SDR gain over the noisy input on the
+    pairs that system was evaluated on."""
+    rows: dict[str, list[dict]] = {}
     for d in args.evals:
         res = json.loads((Path(d) / "results.json").read_text())
-        summary.update(res["summary"])
-        rows.update(res["rows"])
-    base = summary["noisy input"]["si_sdr"]
-    print("| system | NFE | PESQ (wb) | ESTOI | SI-SDR (dB) | SI-SDR gain (dB) | s / utterance |")
-    print("|---|---|---|---|---|---|---|")
-    for name, m in summary.items():
-        nfe = m.get("nfe", "-")
-        secs = f"{m['seconds']:.1f}" if "seconds" in m else "-"
-        print(f"| {name} | {nfe} | {m['pesq']:.2f} | {m['estoi']:.3f} | {m['si_sdr']:.2f} | "
-              f"{m['si_sdr'] - base:+.2f} | {secs} |")
-    print(f"\n({len(rows['noisy input'])} held-out pairs)")
+        for name, rs in res["rows"].items():
+            if len(rs) > len(rows.get(name, [])):
+                rows[name] = rs
+    noisy = rows["noisy input"]
+    print("| system | NFE | pairs | PESQ (wb) | ESTOI | SI-SDR (dB) | SI-SDR gain (dB) | s / utterance |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, rs in rows.items():
+        n = len(rs)
+        mean = lambda key, r=rs: sum(x[key] for x in r) / len(r)
+        gain = mean("si_sdr") - sum(x["si_sdr"] for x in noisy[:n]) / n
+        nfe = rs[0].get("nfe", "-")
+        secs = f"{mean('seconds'):.1f}" if "seconds" in rs[0] else "-"
+        print(f"| {name} | {nfe} | {n} | {mean('pesq'):.2f} | {mean('estoi'):.3f} | {mean('si_sdr'):.2f} | "
+              f"{gain:+.2f} | {secs} |")
+    kinds = sorted({r["noise"] for r in noisy})
+    print("\n| system | " + " | ".join(f"SI-SDR {k}" for k in kinds) + " |")
+    print("|---|" + "---|" * len(kinds))
+    for name, rs in rows.items():
+        cells = []
+        for k in kinds:
+            v = [r["si_sdr"] for r in rs if r["noise"] == k]
+            cells.append(f"{sum(v) / len(v):.1f} ({len(v)})" if v else "-")
+        print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 def main() -> None:
@@ -217,10 +242,11 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--example", type=int, default=0)
     p.add_argument("--only", nargs="*", default=None, help="evaluate only these runs")
+    p.add_argument("--exclude", nargs="*", default=None, help="skip systems whose name contains these")
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=cmd_eval)
     p = sub.add_parser("plot")
-    p.add_argument("--eval", default="/tmp/sgmse_eval")
+    p.add_argument("--eval", nargs="+", default=["/tmp/sgmse_eval"])
     p.add_argument("--png", default="docs/img/sgmse_spectrograms.png")
     p.add_argument("--systems", nargs="*", default=None, help="substrings of system names to show")
     p.add_argument("--dpi", type=int, default=80)

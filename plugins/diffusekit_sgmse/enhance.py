@@ -1,5 +1,5 @@
 """Enhancement of waveforms with a trained run: normalise, STFT, sample, iSTFT, and stream long
-signals in overlapping chunks (equal-power-free linear cross-fade over the overlap).
+signals in overlapping chunks (linear cross-fade over the overlap).
 
 A run directory is a saved pipeline (``Pipeline.save``). A StoRM run additionally holds its
 predictive stage in ``RUN/predictive``; :func:`storm_condition` stacks [y, y_hat].

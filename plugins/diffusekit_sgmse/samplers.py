@@ -35,7 +35,7 @@ import torch
 from pydantic import Field
 
 from diffusekit.errors import ShapeError
-from diffusekit.process import SDE, AffineGaussian, bcast
+from diffusekit.process import SDE, AffineGaussian
 from diffusekit.random import randn_like
 from diffusekit.sampler import Plan, Sampler, SamplerConfig, StepSampler
 
@@ -215,4 +215,4 @@ class OneStep(Sampler):
         return denoiser(x, t, cond).x0
 
 
-__all__ = ["SGMSEPC", "Storm", "SGMSEODE", "SBODE", "SBSDE", "OneStep", "bcast"]
+__all__ = ["SGMSEPC", "Storm", "SGMSEODE", "SBODE", "SBSDE", "OneStep"]

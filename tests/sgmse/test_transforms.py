@@ -1,6 +1,5 @@
 """Spectral front end: exact round trips, STFT settings, padding, normalisation."""
 
-import math
 
 import pytest
 import torch
