@@ -1,5 +1,7 @@
-"""Score-SDE plugin (Song et al. 2021): VP / sub-VP / VE processes, Gaussian
-parameterizations, reverse-SDE and probability-flow samplers, reference networks and toy
+"""Score-SDE plugin (Song et al. 2021): VP / sub-VP / VE processes and their discrete DDPM /
+SMLD forms, Gaussian parameterizations, reverse-SDE, predictor-corrector and probability-flow
+samplers, PF-ODE likelihood (``likelihood.py``, reached through ``process.log_likelihood``),
+replacement inpainting / colorization guidance, reference networks (MLP, U-Net) and toy
 datasets. This module holds only hook implementations."""
 
 from diffusekit import hookimpl
