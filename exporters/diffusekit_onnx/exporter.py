@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from diffusekit.config import validate_params
-from diffusekit.errors import ConfigError
+from diffusekit.errors import CompatibilityError, ConfigError
 from diffusekit.export import Exporter
 
 from . import metadata
@@ -15,6 +15,16 @@ from .options import ExportOptions
 from .report import ExportReport
 
 DENOISER_FILE = "model.onnx"
+
+
+def require_onnx_stack() -> None:
+    """Fail early, naming the extra, when onnx / onnxscript / onnxruntime are missing."""
+    import importlib.util
+
+    missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise CompatibilityError(f"the onnx exporter needs {missing}: pip install 'diffusekit[onnx]' "
+                                 "(onnxruntime-gpu provides onnxruntime; do not install both)")
 
 
 class OnnxExporter(Exporter):
@@ -30,6 +40,7 @@ class OnnxExporter(Exporter):
 
     def export(self, pipe, path, example: Sequence[Any] | None = None, **options) -> ExportReport:
         opts = validate_params(ExportOptions, options, loc="export")
+        require_onnx_stack()
         modes = [(m, m.training) for m in pipe.modules().values()]
         try:
             if opts.mode == "sampler":
@@ -61,6 +72,7 @@ class OnnxExporter(Exporter):
         if kwargs:
             raise ConfigError(f"unknown onnxruntime backend options {sorted(kwargs)}; accepted: file, providers, "
                               "threads, check_weights", loc="backend")
+        require_onnx_stack()
         path = Path(directory) / file
         if not path.exists():
             raise ConfigError(f"{path} not found; export first: dk.export(pipe, 'onnx', '{path}') or "
