@@ -15,7 +15,7 @@ from the same initial noise x_T ~ N(0, I):
    1 thread, 50 steps, best of 7 runs; total sampling time / NFE (diffusekit: ``sampler.sample``
    with the pipeline's Denoiser, so Prediction conversion and the finite-state check count).
 
-Run: ``python benchmarks/solvers.py [--n 4000] [--quick]`` (needs ``pip install diffusekit[bench]``
+Run: ``python benchmarks/solvers.py [--n 2000] [--quick] [--skip mmd,rms,overhead]`` (needs ``pip install diffusekit[bench]``
 for the peers; they are skipped when absent). Prints markdown tables.
 """
 
@@ -203,7 +203,7 @@ def overhead_table(have_kd, have_df, steps=50, repeats=7):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--n", type=int, default=4000, help="samples per MMD estimate")
+    ap.add_argument("--n", type=int, default=2000, help="samples per MMD estimate (MMD costs O(n^2))")
     ap.add_argument("--quick", action="store_true", help="NFE 10 only, n = 1000")
     ap.add_argument("--skip", default="", help="comma list of sections to skip: mmd,rms,overhead")
     args = ap.parse_args(argv)
