@@ -64,18 +64,30 @@ def _distributed() -> tuple[int, int]:
 
 
 class EMA:
-    """Exponential moving average of parameters: p_ema <- d p_ema + (1 - d) p."""
+    """Exponential moving average of parameters: p_ema <- d_k p_ema + (1 - d_k) p.
 
-    def __init__(self, module: nn.Module, decay: float):
+    With ``warmup`` the decay after update k (0-based) is d_k = min(d, (1 + k) / (10 + k)),
+    so a short run is not dominated by the random initial weights (a 0.999 EMA would still
+    hold 0.999^600 = 55% of them after 600 steps).
+    """
+
+    def __init__(self, module: nn.Module, decay: float, warmup: bool = True):
         self.decay = decay
+        self.warmup = warmup
         self.shadow = {k: v.detach().clone() for k, v in module.state_dict().items()}
 
+    def decay_at(self, step: int | None) -> float:
+        if not self.warmup or step is None:
+            return self.decay
+        return min(self.decay, (1 + step) / (10 + step))
+
     @torch.no_grad()
-    def update(self, module: nn.Module) -> None:
+    def update(self, module: nn.Module, step: int | None = None) -> None:
+        d = self.decay_at(step)
         for k, v in module.state_dict().items():
             s = self.shadow[k]
             if v.is_floating_point():
-                s.mul_(self.decay).add_(v.detach(), alpha=1 - self.decay)
+                s.mul_(d).add_(v.detach(), alpha=1 - d)
             else:
                 s.copy_(v)
 
@@ -226,7 +238,7 @@ def train(pipe, data: Any, steps: int = 1000, batch_size: int = 256, lr: float =
             torch.nn.utils.clip_grad_norm_(params, grad_clip)
         opt.step()
         if ema_tracker is not None:
-            ema_tracker.update(pipe.network)
+            ema_tracker.update(pipe.network, step)
         value = float(loss.detach())
         losses.append(value)
         if bar is not None:
