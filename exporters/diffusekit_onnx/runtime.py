@@ -160,7 +160,10 @@ class OnnxNetwork(torch.nn.Module):
             raise ConfigError(f"{self.ort.path.name} was exported without a condition input but a condition "
                               "was given; export with a conditional example", loc="cond")
         out = self.ort.run(*args)[0]
-        return out.to(device=x.device, dtype=x.dtype)
+        # Token states (masked diffusion) are integer tensors while the network returns logits:
+        # keep the output's float dtype in that case.
+        dtype = x.dtype if (x.is_floating_point() or x.is_complex()) else out.dtype
+        return out.to(device=x.device, dtype=dtype)
 
     def __repr__(self) -> str:
         return f"OnnxNetwork({self.ort.path.name}, providers={self.providers})"
