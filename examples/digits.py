@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from diffusekit.plotting import save_image_grid
+
 LEVELS = 17  # scikit-learn digits take the values 0..16
 EMA_DECAY = 0.999
 
@@ -31,24 +33,7 @@ def dequantised_copies(x: torch.Tensor, copies: int, seed: int) -> torch.Tensor:
     return reps + (torch.rand(reps.shape, generator=g) - 0.5) * width
 
 
-def save_grid(images: torch.Tensor, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = images.shape[0]
-    cols = 10
-    rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.8, rows * 0.8 + 0.4))
-    for i, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if i < n:
-            ax.imshow(images[i, 0].clamp(-1, 1).numpy(), cmap="gray_r", vmin=-1, vmax=1)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+save_grid = save_image_grid  # shared helper in diffusekit.plotting
 
 
 def train(args) -> None:

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from diffusekit.plotting import save_image_grid
+
 torch.set_num_threads(1)
 
 
@@ -83,24 +85,7 @@ def reference_classifier():
     return clf
 
 
-def save_grid(images: torch.Tensor, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = images.shape[0]
-    cols = 10
-    rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.8, rows * 0.8 + 0.4))
-    for i, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if i < n:
-            ax.imshow(images[i, 0].clamp(-1, 1).numpy(), cmap="gray_r", vmin=-1, vmax=1)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+save_grid = save_image_grid  # shared helper in diffusekit.plotting
 
 
 def variants(scales, ddim_steps: int = 100):

@@ -111,7 +111,7 @@ def cmd_sample(args) -> int:
     if args.out.endswith(".safetensors"):
         save_file({"samples": x.detach().cpu().contiguous()}, args.out)
     elif args.out.endswith(".png") and x.ndim == 2 and x.shape[1] == 2:
-        from .quickstart import plot_samples
+        from .plotting import plot_samples
 
         plot_samples(x, x, args.out)
     else:

@@ -10,23 +10,7 @@ from pathlib import Path
 
 import torch
 
-
-def plot_samples(data: torch.Tensor, samples: torch.Tensor, path, title: str = "") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(8, 4), sharex=True, sharey=True)
-    for ax, pts, name in zip(axes, (data, samples), ("data (held out)", "samples")):
-        ax.scatter(pts[:, 0].numpy(), pts[:, 1].numpy(), s=2, alpha=0.5)
-        ax.set_title(name)
-        ax.set_aspect("equal")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+from .plotting import plot_samples
 
 
 def run(out: str = "runs/quickstart", dataset: str = "gmm", steps: int = 3000, n: int = 4000,

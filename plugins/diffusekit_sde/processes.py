@@ -209,11 +209,25 @@ class VE(_GaussianSDE, SigmaParameterized):
 
 
 
+class _GridTime:
+    """Discrete-level processes: levels i = 0..N-1 sit at t_i = i / (N - 1); training draws the
+    level uniformly (the paper's integer labels) and sampling ends at level 0 (t = 0)."""
+
+    @property
+    def t_min(self) -> float:
+        return 0.0
+
+    def sample_time(self, n, generator=None, device="cpu"):
+        big = self.config.num_scales - 1
+        i = torch.floor(rand((n,), generator, device, torch.float64) * (big + 1)).clamp_max(big)
+        return (i / big).to(torch.float32)
+
+
 class DDPMConfig(VPConfig):
     num_scales: int = Field(1000, ge=2, le=100_000, description="N, number of discrete noise levels")
 
 
-class DDPM(VP):
+class DDPM(_GridTime, VP):
     """Discrete DDPM form of the VP SDE (Ho et al. 2020; Song et al. 2021, eq. 4 / sde_lib.py):
     beta_i = linspace(b_min / N, b_max / N, N), a_i = prod_{j <= i} sqrt(1 - beta_j), c_i =
     sqrt(1 - a_i^2) at the grid times t_i = i / (N - 1), i = 0..N-1 (data at t_{-1} = -1/(N-1)).
@@ -241,14 +255,6 @@ class DDPM(VP):
     def discrete_betas(self) -> torch.Tensor:
         return self._table()[0]
 
-    @property
-    def t_min(self) -> float:  # type: ignore[override]
-        return 0.0
-
-    def sample_time(self, n, generator=None, device="cpu"):
-        big = self.config.num_scales - 1
-        i = torch.floor(rand((n,), generator, device, torch.float64) * (big + 1)).clamp_max(big)
-        return (i / big).to(torch.float32)
 
     def _segment(self, t: torch.Tensor):
         n = self.config.num_scales
@@ -275,7 +281,7 @@ class SMLDConfig(VEConfig):
     num_scales: int = Field(1000, ge=2, le=100_000, description="N, number of discrete noise levels")
 
 
-class SMLD(VE):
+class SMLD(_GridTime, VE):
     """Discrete SMLD / NCSN form of the VE SDE: sigma_i = exp(linspace(ln s_min, ln s_max, N)) at
     t_i = i / (N - 1), which equals the continuous sigma(t) at the grid times; the one-step
     transition is x_i = x_{i-1} + sqrt(sigma_i^2 - sigma_{i-1}^2) z. Training draws t on the grid;
@@ -289,11 +295,3 @@ class SMLD(VE):
         return torch.exp(torch.linspace(math.log(c.sigma_min), math.log(c.sigma_max), c.num_scales,
                                         dtype=torch.float64))
 
-    @property
-    def t_min(self) -> float:  # type: ignore[override]
-        return 0.0
-
-    def sample_time(self, n, generator=None, device="cpu"):
-        big = self.config.num_scales - 1
-        i = torch.floor(rand((n,), generator, device, torch.float64) * (big + 1)).clamp_max(big)
-        return (i / big).to(torch.float32)

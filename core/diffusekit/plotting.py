@@ -1,0 +1,47 @@
+"""Pictures shared by the quickstart, examples and benchmarks (matplotlib, Agg backend)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_samples(data: torch.Tensor, samples: torch.Tensor, path, title: str = "") -> None:
+    """Side-by-side scatter of 2-D reference data and samples."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(8, 4), sharex=True, sharey=True)
+    for ax, pts, name in zip(axes, (data, samples), ("data (held out)", "samples")):
+        ax.scatter(pts[:, 0].numpy(), pts[:, 1].numpy(), s=2, alpha=0.5)
+        ax.set_title(name)
+        ax.set_aspect("equal")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def save_image_grid(images: torch.Tensor, path: Path | str, title: str, cols: int = 10) -> None:
+    """Grid of single-channel images in [-1, 1] (shape (N, 1, H, W)), ``cols`` per row."""
+    plt = _pyplot()
+    n = images.shape[0]
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.8, rows * 0.8 + 0.4), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(images[i, 0].clamp(-1, 1).numpy(), cmap="gray_r", vmin=-1, vmax=1)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
