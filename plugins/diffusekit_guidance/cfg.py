@@ -64,12 +64,13 @@ def _needs_null(pipe, name: str) -> None:
             "conditioner={'name': 'label', 'num_classes': K} (trained with dropout > 0)")
 
 
-class CFGDenoiser(DenoiserWrapper):
-    """eps_w = eps_u + w (eps_c - eps_u) from one batched call."""
+class _PairDenoiser(DenoiserWrapper):
+    """Shared part of the CFG-type wrappers: one (batched) conditional / unconditional pair per
+    call; ``scale`` and ``batch_factor`` are what the ONNX exporter reads when folding."""
 
     batch_factor = 2
 
-    def __init__(self, inner, conditioner, guidance: "CFG"):
+    def __init__(self, inner, conditioner, guidance):
         super().__init__(inner)
         self.conditioner = conditioner
         self.guidance = guidance
@@ -77,6 +78,10 @@ class CFGDenoiser(DenoiserWrapper):
     @property
     def scale(self) -> float:
         return self.guidance.scale
+
+
+class CFGDenoiser(_PairDenoiser):
+    """eps_w = eps_u + w (eps_c - eps_u) from one batched call."""
 
     def __call__(self, x_t, t, cond=None) -> Prediction:
         t = per_sample_time(t, x_t)
@@ -111,19 +116,8 @@ class CFGPPConfig(ComponentConfig):
     batched: bool = Field(True, description="one network call on a 2B batch (NFE 1)")
 
 
-class CFGPPDenoiser(DenoiserWrapper):
+class CFGPPDenoiser(_PairDenoiser):
     """Prediction with x0 = x0_u + lam (x0_c - x0_u) and eps = eps_u (renoising estimate)."""
-
-    batch_factor = 2
-
-    def __init__(self, inner, conditioner, guidance: "CFGPlusPlus"):
-        super().__init__(inner)
-        self.conditioner = conditioner
-        self.guidance = guidance
-
-    @property
-    def scale(self) -> float:
-        return self.guidance.scale
 
     def __call__(self, x_t, t, cond=None) -> Prediction:
         t = per_sample_time(t, x_t)
