@@ -17,7 +17,7 @@ from .graphs import DenoiserGraph, fold_guidance
 from .options import ExportOptions
 from .report import ExportReport
 from .trace import _resize, export_module, probe_dynamic_axes
-from .verify import assert_batch_symbolic, check_graph, compare, symbolic_dims
+from .verify import assert_batch_symbolic, check_graph, compare
 
 
 def verification_inputs(inputs: Sequence[Any], axes: dict[int, list[int]], batch: int, seed: int,
@@ -139,11 +139,8 @@ def export_graph(graph: DenoiserGraph, inputs, path: Path, opts: ExportOptions, 
         abs_err, rel_err, shapes, providers = run_verification(path, graph, sets, names, graph.output_names,
                                                                atol, rtol, reference)
     verify_s = time.perf_counter() - start
-    return ExportReport(
-        path=str(path), mode="denoiser", max_abs_err=abs_err, max_rel_err=rel_err, atol=atol, rtol=rtol,
-        opset=int(next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), opts.opset)),
-        ir_version=int(model.ir_version), file_size=path.stat().st_size, providers=providers,
-        export_seconds=export_s, verify_seconds=verify_s, fp16=opts.fp16, shapes=shapes,
-        dynamic_dims=symbolic_dims(model), inputs=names, outputs=graph.output_names,
+    return ExportReport.from_model(
+        path, model, opts, mode="denoiser", max_abs_err=abs_err, max_rel_err=rel_err, atol=atol, rtol=rtol,
+        providers=providers, export_seconds=export_s, verify_seconds=verify_s, shapes=shapes, inputs=names, outputs=graph.output_names,
         extra={"guidance_scale": None if graph.guidance is None else graph.guidance.scale,
                "dynamic_axes": {int(k): v for k, v in axes.items()}})

@@ -20,7 +20,7 @@ from .options import ExportOptions
 from .report import ExportReport
 from .sampler_graph import SamplerGraph, UnrolledSampler
 from .trace import OnnxExportError, export_module
-from .verify import OnnxVerificationError, assert_batch_symbolic, check_graph, compare, symbolic_dims
+from .verify import OnnxVerificationError, assert_batch_symbolic, check_graph, compare
 
 
 def kernel_of(sampler) -> tuple[str | None, dict[str, Any]]:
@@ -144,12 +144,9 @@ def export_sampler(pipe, path, opts: ExportOptions, example: Sequence[Any] | Non
                                f"{type(py_sampler).__name__}) at batch {b}", ["sample"])
                 py_err = a if py_err != py_err else max(py_err, a)
     verify_s = time.perf_counter() - start
-    return ExportReport(
-        path=str(path), mode="sampler", max_abs_err=abs_err, max_rel_err=rel_err, atol=atol, rtol=rtol,
-        opset=int(next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), opts.opset)),
-        ir_version=int(model.ir_version), file_size=path.stat().st_size, providers=providers,
-        export_seconds=export_s, verify_seconds=verify_s, fp16=opts.fp16, shapes=shapes,
-        dynamic_dims=symbolic_dims(model), inputs=names, outputs=["sample"], loop=loop,
+    return ExportReport.from_model(
+        path, model, opts, mode="sampler", max_abs_err=abs_err, max_rel_err=rel_err, atol=atol, rtol=rtol,
+        providers=providers, export_seconds=export_s, verify_seconds=verify_s, shapes=shapes, inputs=names, outputs=["sample"], loop=loop,
         extra={"method": method, "steps": module.steps, "nfe": getattr(module, "nfe", None),
                "python_sampler": None if py_sampler is None else spec_of(py_sampler, "sampler"),
                "python_sampler_max_abs_err": py_err, "scan_nodes": n_scan, "scan_error": scan_error, "graph_nodes": len(model.graph.node)})

@@ -35,6 +35,16 @@ class ExportReport:
     loop: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def from_model(cls, path, model, opts, **fields: Any) -> "ExportReport":
+        """A report whose opset, IR version, file size, fp16 flag and symbolic dims are read off
+        the written ``model`` (an ``onnx.ModelProto``) and the export options."""
+        from .verify import symbolic_dims
+
+        opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), opts.opset)
+        return cls(path=str(path), opset=int(opset), ir_version=int(model.ir_version),
+                   file_size=path.stat().st_size, fp16=opts.fp16, dynamic_dims=symbolic_dims(model), **fields)
+
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 

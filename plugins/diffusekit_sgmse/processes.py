@@ -72,6 +72,11 @@ class ConditionalEndpoint(ForwardProcess, AffineGaussian):
     t_max = 1.0
     registry_name = "?"
 
+    @property
+    def t_min(self) -> float:  # type: ignore[override]
+        """Sampling ends at the config's t_eps."""
+        return self.config.t_eps
+
     def sample_time(self, n, generator=None, device="cpu"):
         lo = self.config.train_eps
         return lo + (1.0 - lo) * rand((n,), generator, device, torch.float32)
@@ -121,10 +126,6 @@ class OUVE(ConditionalEndpoint, SDE):
     registry_name = "ouve"
     preferred_samplers = ("sgmse-pc", "ode")
     default_parameterization = "sgmse-score"
-
-    @property
-    def t_min(self) -> float:  # type: ignore[override]
-        return self.config.t_eps
 
     @property
     def lam(self) -> float:
@@ -177,10 +178,6 @@ class SchroedingerBridge(ConditionalEndpoint):
     registry_name = "sb"
     preferred_samplers = ("sb-ode", "sb-sde")
     default_parameterization = "sgmse-x0"
-
-    @property
-    def t_min(self) -> float:  # type: ignore[override]
-        return self.config.t_eps
 
     def sigma2(self, t: torch.Tensor) -> torch.Tensor:
         k, c = self.config.k, self.config.c
