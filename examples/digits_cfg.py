@@ -32,7 +32,8 @@ torch.set_num_threads(1)
 def load_digits(split: str):
     import diffusekit as dk
 
-    x, y = dk.create("dataset", "digits", split=split, labels=True)
+    data = dk.create("dataset", "digits", split=split, labels=True)
+    x, y = data.x, data.cond
     return x, y
 
 

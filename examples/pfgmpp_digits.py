@@ -94,8 +94,9 @@ def main() -> None:
     torch.set_num_threads(1)
     t_start = time.time()
 
-    x_train, y_train = dk.create("dataset", "digits", labels=True)
-    x_test, y_test = dk.create("dataset", "digits", split="test", labels=True)
+    train = dk.create("dataset", "digits", labels=True)
+    test = dk.create("dataset", "digits", split="test", labels=True)
+    x_train, y_train, x_test, y_test = train.x, train.cond, test.x, test.cond
     flat_train, flat_test = x_train.reshape(-1, 64), x_test.reshape(-1, 64)
     clf, acc = train_classifier(flat_train, y_train, flat_test, y_test)
     with torch.no_grad():

@@ -55,21 +55,21 @@ def cmd_train(args) -> None:
     pipe = build(args.model)
     if args.model == "storm":
         pred = dk.Pipeline.load(runs / "predictive")
-        yhat = predict_in_batches(pred, data["cond"])
-        data = {"x": data["x"], "cond": torch.stack([data["cond"], yhat], 1)}
+        yhat = predict_in_batches(pred, data.cond)
+        data = dk.Example(data.x, torch.stack([data.cond, yhat], 1))
     # time a few steps to turn the wall-clock budget into a step count
     opt = torch.optim.SGD(pipe.parameters(), lr=0.0)
     for i in range(4):  # the first step pays one-off costs: time the last three
         if i == 1:
             t0 = time.perf_counter()
-        idx = torch.randint(data["x"].shape[0], (args.batch,))
-        loss = pipe.loss(data["x"][idx], data["cond"][idx])
+        idx = torch.randint(len(data), (args.batch,))
+        loss = pipe.loss(data.x[idx], data.cond[idx])
         opt.zero_grad()
         loss.backward()
     per_step = (time.perf_counter() - t0) / 3 * args.contention
     steps = max(10, int(args.minutes * 60 / per_step))
     print(f"{args.model}: {sum(p.numel() for p in pipe.parameters()) / 1e6:.2f}M params, "
-          f"{data['x'].shape[0]} crops, {per_step:.2f} s/step -> {steps} steps", flush=True)
+          f"{len(data)} crops, {per_step:.2f} s/step -> {steps} steps", flush=True)
     start = time.perf_counter()
     res = dk.train(pipe, data, steps=steps, batch_size=args.batch, lr=args.lr, ema=args.ema, warmup=50,
                    out_dir=runs / args.model, log_every=50)

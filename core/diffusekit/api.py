@@ -56,13 +56,15 @@ def create(kind: str, spec: Any, loc: str = "", **params: Any) -> Any:
 
 def spec_of(obj: Any, kind: str) -> dict[str, Any] | None:
     """``{"name": ..., **params}`` that rebuilds ``obj`` through the registry, or None."""
-    stored = getattr(obj, "_dk_spec", None)
+    stored = getattr(obj, "_dk_spec", None)  # set by create() on whatever it built
     if stored is not None:
-        return {"name": stored[1], **stored[2]}
+        # a Component's config may have changed since creation (e.g. a guidance scale)
+        params = config_dict(obj.config) if isinstance(obj, Component) else stored[2]
+        return {"name": stored[1], **params}
     name = get_registry().name_of(obj, kind)
     if name is None:
         return None
-    return {"name": name, **config_dict(getattr(obj, "config", None))}
+    return {"name": name, **config_dict(obj.config if isinstance(obj, Component) else None)}
 
 
 def info(name: str) -> list[dict[str, Any]]:

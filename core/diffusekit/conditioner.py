@@ -9,17 +9,27 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from .config import Component, ComponentConfig
 from .random import GeneratorLike, rand
 
 
-class Conditioner(nn.Module, Component):
-    """Base conditioner: identity encoding, no null condition."""
+class ConditionerConfig(ComponentConfig):
+    """Base of conditioner configs: every conditioner has a CFG dropout probability."""
 
-    class Config(ComponentConfig):
-        dropout: float = 0.0
+    dropout: float = Field(0.0, ge=0.0, lt=1.0,
+                           description="training-time probability of replacing a condition by the null one (CFG)")
+
+
+class Conditioner(nn.Module, Component):
+    """Base conditioner: identity encoding, no null condition.
+
+    Subclass configs derive from :class:`ConditionerConfig` (``dropout`` is read by :meth:`drop`);
+    a config that does not is treated as ``dropout = 0``."""
+
+    Config = ConditionerConfig
 
     def __init__(self, **params: Any) -> None:
         nn.Module.__init__(self)
@@ -34,7 +44,7 @@ class Conditioner(nn.Module, Component):
 
     def drop(self, cond: Any, generator: GeneratorLike = None) -> Any:
         """Training-time dropout: replace each sample's condition by the null one w.p. dropout."""
-        p = float(getattr(self.config, "dropout", 0.0))
+        p = float(self.config.dropout) if isinstance(self.config, ConditionerConfig) else 0.0
         if cond is None or p <= 0:
             return cond
         null = self.null(cond)

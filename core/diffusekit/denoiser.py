@@ -1,4 +1,5 @@
-"""Denoiser = network + parameterization + process (+ conditioner): (x_t, t, cond) -> Prediction."""
+"""Denoiser = model (network + conditioner) + parameterization + process:
+``(x_t, t, cond) -> Prediction``."""
 
 from __future__ import annotations
 
@@ -6,22 +7,21 @@ from typing import Any
 
 import torch
 
+from . import state as st
 from .errors import ShapeError
 from .parameterization import Parameterization, Prediction
 from .process import ForwardProcess
 
 
 def batch_size(x: Any) -> int:
-    if torch.is_tensor(x):
-        return x.shape[0]
-    return next(iter(x.values())).shape[0]
+    return st.batch_size(x)
 
 
 def per_sample_time(t: Any, x: Any) -> torch.Tensor:
     """Broadcast a scalar or (B,) time to a float tensor of shape (B,) on x's device."""
-    ref = x if torch.is_tensor(x) else next(iter(x.values()))
+    ref = st.first_leaf(x)
     n = ref.shape[0]
-    dtype = ref.real.dtype if ref.is_floating_point() or ref.is_complex() else torch.float32
+    dtype = st.real_dtype(x)
     t = torch.as_tensor(t, device=ref.device, dtype=dtype if not torch.is_tensor(t) else None)
     if not t.is_floating_point():
         t = t.to(dtype)
@@ -33,34 +33,44 @@ def per_sample_time(t: Any, x: Any) -> torch.Tensor:
 
 
 class Denoiser:
-    """Callable ``denoiser(x_t, t, cond) -> Prediction`` that counts network evaluations."""
+    """Callable ``denoiser(x_t, t, cond) -> Prediction`` that counts network evaluations.
+
+    The network is called with the *raw* condition through a
+    :class:`~diffusekit.network.PipelineModule`, which encodes it with the conditioner. The
+    pipeline passes its own module (``encodes=True``); a bare network and a conditioner given
+    here are combined into one. ``conditioner`` is kept for guidance that needs the null
+    condition.
+    """
 
     def __init__(self, network, parameterization: Parameterization, process: ForwardProcess,
-                 conditioner=None):
+                 conditioner=None, buffers: dict | None = None, encodes: bool = False):
+        if conditioner is not None and not encodes:
+            from .network import PipelineModule
+
+            network = PipelineModule(network, conditioner)
         self.network = network
         self.parameterization = parameterization
         self.process = process
         self.conditioner = conditioner
         self.nfe = 0
         #: the pipeline's buffers (e.g. Gaussian data statistics for teleporting samplers)
-        self.buffers: dict = {}
-
-    def encode(self, cond: Any) -> Any:
-        if cond is None or self.conditioner is None:
-            return cond
-        return self.conditioner(cond)
+        self.buffers: dict = buffers if buffers is not None else {}
 
     def __call__(self, x_t: Any, t: Any, cond: Any = None) -> Prediction:
         t = per_sample_time(t, x_t)
         self.nfe += 1
-        return self.parameterization.predict(self.network, self.process, x_t, t, cond, self.encode(cond))
+        return self.parameterization.predict(self.network, self.process, x_t, t, cond, cond)
 
     def reset_nfe(self) -> None:
         self.nfe = 0
 
 
 class DenoiserWrapper:
-    """Base for guidance transforms: forwards everything to the wrapped denoiser."""
+    """Base for guidance transforms: forwards the declared denoiser interface to ``inner``.
+
+    ``batch_factor``: rows per sample of one inner call (2 for a batched CFG pair)."""
+
+    batch_factor: int = 1
 
     def __init__(self, inner):
         self.inner = inner
@@ -70,14 +80,27 @@ class DenoiserWrapper:
         return self.inner.process
 
     @property
+    def parameterization(self):
+        return self.inner.parameterization
+
+    @property
+    def network(self):
+        return self.inner.network
+
+    @property
+    def conditioner(self):
+        return self.inner.conditioner
+
+    @property
+    def buffers(self) -> dict:
+        return self.inner.buffers
+
+    @property
     def nfe(self) -> int:
         return self.inner.nfe
 
     def reset_nfe(self) -> None:
         self.inner.reset_nfe()
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
 
     def __call__(self, x_t, t, cond=None) -> Prediction:
         return self.inner(x_t, t, cond)

@@ -6,40 +6,79 @@ A guidance component may
 * implement ``on_step(x, info)`` to modify the state after each sampler step (inpainting
   replacement, SMC resampling, SVDD selection).
 
-``requires`` lists process capabilities; ``needs_grad`` asks the pipeline to keep autograd
-on during sampling (classifier guidance, DPS). ``check_fit(pipe)`` (optional) is called by
-``Pipeline.check_fit`` and raises ``CompatibilityError`` when the guidance cannot work with the
-pipeline's sampler / conditioner (naming what would fit).
+Contract (every hook the core reads is declared here with its default):
+
+* ``requires`` / ``excludes``: process capabilities needed / refused (as for samplers);
+* ``needs_grad``: keep autograd on during sampling (classifier guidance, DPS);
+* ``check_fit(fit)``: raise ``CompatibilityError`` when the guidance cannot work with the
+  components in ``fit`` (a :class:`diffusekit.fit.Fit`: process, parameterization, sampler,
+  conditioner), naming what would fit. It must not change the guidance object: the same
+  check runs at construction, for ``sample(sampler=...)`` and at load;
+* ``bind(cond, fit)``: called once per ``Pipeline.sample``; returns a *bound copy* holding
+  whatever the call needs (the condition, the sampler's step count, a fresh generator). The
+  shared object configured by the user is never mutated, so two pipelines (or two threads)
+  sharing one guidance object do not interfere;
+* ``foldable_cfg``: the guidance is a classifier-free mix eps_u + w (eps_c - eps_u) of one
+  batched conditional / unconditional call (``scale`` is w), which an exporter may fold into
+  the graph.
 
 Solver-aware guidance contract (CFG++): a guided :class:`~diffusekit.parameterization.Prediction`
 may carry ``x0`` (the guided denoised estimate) and ``eps`` (the noise estimate used to renoise)
 that are deliberately *not* consistent with x_t. Samplers whose update reads them separately in
-the DDIM form x_s = a_s x0 + c_s eps (+ noise) declare the class attribute ``renoise_eps = True``;
-guidance that relies on it refuses other samplers in ``check_fit``.
+the DDIM form x_s = a_s x0 + c_s eps (+ noise) declare ``renoise_eps = True``
+(:class:`diffusekit.sampler.Sampler`); guidance that relies on it refuses other samplers in
+``check_fit``.
 
 NFE: wrappers count through the inner :class:`~diffusekit.denoiser.Denoiser`; a batched CFG
-call on a doubled batch (2B rows) is one network evaluation (wrappers expose ``batch_factor``).
+call on a doubled batch (2B rows) is one network evaluation.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import copy
+from typing import Any, Optional
 
 from .config import Component
 
 
 class Guidance(Component):
-    requires: tuple[type, ...] = ()
+    #: process capabilities this guidance needs (a tuple entry that is a tuple means "any of")
+    requires: tuple = ()
+    #: process capabilities it cannot handle
+    excludes: tuple = ()
+    #: keep autograd enabled during sampling
     needs_grad: bool = False
-    #: number of extra network calls per denoiser call (honest NFE accounting is automatic)
+    #: works on dict states of a Product process (per-key predictions)
+    supports_product: bool = False
+    #: a classifier-free mix of one batched pair of calls with weight ``scale`` (foldable on export)
+    foldable_cfg: bool = False
+    #: the guidance weight w of a ``foldable_cfg`` guidance (None for other guidance)
+    scale: Optional[float] = None
+
     def wrap(self, denoiser, conditioner=None):
+        """Return the guided denoiser (default: unchanged)."""
         return denoiser
 
     def on_step(self, x: Any, info: dict[str, Any]) -> Any:
+        """Modify the state after a sampler step (default: unchanged)."""
         return x
 
-    def check_fit(self, pipe: Any) -> None:
-        """Raise ``CompatibilityError`` if this guidance does not fit ``pipe`` (default: fits)."""
+    def has_step_hook(self) -> bool:
+        """True when :meth:`on_step` is overridden (the pipeline then calls it every step)."""
+        return type(self).on_step is not Guidance.on_step
 
-    def bind(self, cond: Any) -> None:
-        """Called once per ``Pipeline.sample`` with the raw condition."""
+    def check_fit(self, fit: Any) -> None:
+        """Raise ``CompatibilityError`` if this guidance does not fit ``fit`` (default: fits).
+
+        Must not modify ``self``."""
+
+    def bind(self, cond: Any, fit: Any) -> "Guidance":
+        """A copy of this guidance bound to one ``Pipeline.sample`` call (default: a shallow copy).
+
+        Subclasses override :meth:`bound` to set per-call state on the copy."""
+        out = copy.copy(self)
+        out.bound(cond, fit)
+        return out
+
+    def bound(self, cond: Any, fit: Any) -> None:
+        """Set per-call state on a fresh copy (called by :meth:`bind`; default: nothing)."""

@@ -19,9 +19,8 @@ FORMAT_VERSION = 1
 def state_tensors(pipe) -> dict[str, torch.Tensor]:
     """Flat ``{prefix.name: tensor}`` of every module's state and the pipeline buffers."""
     out: dict[str, torch.Tensor] = {}
-    for prefix, module in pipe.modules().items():
-        for k, v in module.state_dict().items():
-            out[f"{prefix}.{k}"] = v.detach().cpu().contiguous()
+    for k, v in pipe.model.state_dict().items():  # network.*, conditioner.*, guidance.*
+        out[k] = v.detach().cpu().contiguous()
     for k, v in pipe.buffers.items():
         out[f"buffer.{k}"] = v.detach().cpu().contiguous()
     return out
@@ -80,14 +79,12 @@ def load_state(pipe, directory, strict: bool = True) -> None:
 
     path = Path(directory) / WEIGHTS_FILE
     tensors = load_file(str(path))
-    for prefix, module in pipe.modules().items():
-        sub = {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
-        if not sub and not any(True for _ in module.state_dict()):
-            continue
-        missing, unexpected = module.load_state_dict(sub, strict=False)
-        if strict and (missing or unexpected):
-            raise ConfigError(f"{path}: {prefix} weights do not match the config (missing {missing[:5]}, "
-                              f"unexpected {unexpected[:5]})", loc=prefix)
+    weights = {k: v for k, v in tensors.items() if not k.startswith("buffer.")}
+    missing, unexpected = pipe.model.load_state_dict(weights, strict=False)
+    if strict and (missing or unexpected):
+        where = (missing or unexpected)[0].split(".")[0]
+        raise ConfigError(f"{path}: {where} weights do not match the config (missing {missing[:5]}, "
+                          f"unexpected {unexpected[:5]})", loc=where)
     pipe.buffers = {k[len("buffer."):]: v for k, v in tensors.items() if k.startswith("buffer.")}
 
 
@@ -106,11 +103,13 @@ def load_pipeline(directory, backend: str = "torch", network=None, device=None, 
         pipe.to(device)
     if backend != "torch":
         reg = get_registry()
-        runtimes = [s for s in reg.specs("exporter") if backend in getattr(s.obj, "backends", ())]
+        from .export import Exporter
+
+        exporters = [s.obj for s in reg.specs("exporter") if isinstance(s.obj, type) and issubclass(s.obj, Exporter)]
+        runtimes = [e for e in exporters if backend in e.backends]
         if not runtimes:
             raise ConfigError(
                 f"unknown backend {backend!r}; backends: torch, "
-                + ", ".join(sorted({b for s in reg.specs('exporter') for b in getattr(s.obj, 'backends', ())})),
-                loc="backend")
-        pipe.network = runtimes[0].obj.load_runtime(directory, pipe, backend=backend, device=device, **kwargs)
+                + ", ".join(sorted({b for e in exporters for b in e.backends})), loc="backend")
+        pipe.network = runtimes[0].load_runtime(directory, pipe, backend=backend, device=device, **kwargs)
     return pipe

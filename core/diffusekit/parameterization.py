@@ -1,6 +1,6 @@
 """Parameterizations: what the network predicts, and conversion into a :class:`Prediction`.
 
-For an AffineGaussian process write z = x_t - b(t) y = a x0 + c eps and r = sqrt(a^2 + c^2).
+For an AdditiveGaussian process write z = x_t - b(t) y = a x0 + c eps and r = sqrt(a^2 + c^2).
 Then (lazily, from whichever quantity the network produced):
 
 * x0 = (z - c eps) / a,            eps = (z - a x0) / c
@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from .config import Component
-from .process import AffineGaussian, ForwardProcess, bcast
+from .process import AdditiveGaussian, ForwardProcess, Product, bcast
 
 _GAUSSIAN = ("x0", "eps", "score", "v")
 
@@ -46,18 +46,30 @@ class Prediction:
         a, b, c = self.process.coefficients(self.t)
         x = self.x_t
         z = x
-        y = self.process.endpoint(self.cond, x) if isinstance(self.process, AffineGaussian) else None
+        y = self.process.endpoint(self.cond, x) if isinstance(self.process, AdditiveGaussian) else None
         if y is not None:
             z = x - bcast(b, x) * y
         return bcast(a, x), bcast(c, x), z
 
+    def component(self, key: str) -> "Prediction":
+        """The prediction of one key of a :class:`~diffusekit.process.Product` process."""
+        proc = self.process.components[key]
+        vals = {k: v[key] for k, v in self._values.items() if isinstance(v, dict)}
+        return Prediction(proc, self.x_t[key], self.t, self.cond, **vals)
+
     def get(self, kind: str) -> Any:
         if kind in self._values:
             return self._values[kind]
+        if isinstance(self.process, Product) and isinstance(self.x_t, dict):
+            if not any(isinstance(v, dict) for v in self._values.values()):
+                raise KeyError(f"prediction of a Product process holds {self.kinds}, none of them per key")
+            out = {k: self.component(k).get(kind) for k in self.process.components}
+            self._values[kind] = out
+            return out
         if kind not in _GAUSSIAN or not any(k in self._values for k in _GAUSSIAN):
             raise KeyError(f"prediction has {self.kinds}; cannot derive {kind!r} from them")
-        if not isinstance(self.process, AffineGaussian):
-            raise TypeError(f"converting predictions to {kind!r} needs an AffineGaussian process")
+        if not isinstance(self.process, AdditiveGaussian):
+            raise TypeError(f"converting predictions to {kind!r} needs an AdditiveGaussian process")
         a, c, z = self._coefs()
         vals = self._values
         if "x0" not in vals:
@@ -110,10 +122,12 @@ class Prediction:
 class Parameterization(Component):
     """Maps a network output to a :class:`Prediction` and defines the training loss."""
 
-    #: capabilities the process must have
-    requires: tuple[type, ...] = ()
+    #: capabilities the process must have (an entry that is a tuple means "any of these")
+    requires: tuple = ()
     #: name of the quantity the raw network output is
     output: str = "x0"
+    #: handles the dict states of a Product process (per-key outputs and losses)
+    supports_product: bool = False
 
     def predict(self, network, process: ForwardProcess, x_t: Any, t: torch.Tensor, cond: Any = None,
                 net_cond: Any = None) -> Prediction:

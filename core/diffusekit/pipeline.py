@@ -11,14 +11,16 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from . import state as st
 from .api import create, spec_of
 from .conditioner import Conditioner
 from .denoiser import Denoiser
 from .errors import CompatibilityError, ConfigError, NonFiniteError, ShapeError
+from .fit import Fit, check_fit, fitting
 from .guidance import Guidance
+from .network import PipelineModule, network_sample_shape
 from .parameterization import Parameterization
-from .plugins import get_registry
-from .process import ForwardProcess, capabilities_of
+from .process import ForwardProcess, Likelihood, capabilities_of
 from .random import as_generators
 from .sampler import FiniteTracker, Sampler
 
@@ -48,35 +50,6 @@ def _resolve(kind: str, value: Any, base: type | None = None) -> Any:
     return value
 
 
-def _batch_of(x: Any) -> int | None:
-    if torch.is_tensor(x):
-        return x.shape[0] if x.ndim else None
-    if isinstance(x, dict):
-        for v in x.values():
-            b = _batch_of(v)
-            if b is not None:
-                return b
-    return None
-
-
-def _is_state(x: Any) -> bool:
-    return torch.is_tensor(x) or (isinstance(x, dict) and bool(x) and all(torch.is_tensor(v) for v in x.values()))
-
-
-def _first_tensor(x: Any) -> torch.Tensor:
-    return x if torch.is_tensor(x) else next(iter(x.values()))
-
-
-def _all_finite(x: Any) -> bool:
-    """True unless a floating / complex tensor of the state holds NaN or Inf (one host sync)."""
-    if not _is_state(x):
-        return True
-    tensors = [v for v in ([x] if torch.is_tensor(x) else x.values()) if v.is_floating_point() or v.is_complex()]
-    if not tensors:
-        return True
-    return bool(torch.stack([torch.isfinite(v).all() for v in tensors]).all())
-
-
 def check_cond(cond: Any, n: int, loc: str = "cond") -> None:
     """A Tensor (or dict of Tensors) condition must have one entry per sample."""
     if cond is None:
@@ -90,168 +63,167 @@ def check_cond(cond: Any, n: int, loc: str = "cond") -> None:
                 f"give one condition per sample (first dimension {n})")
 
 
-def _missing(requires: Sequence[type], process: Any) -> list[str]:
-    return [cap.__name__ for cap in requires if not isinstance(process, cap)]
-
-
 class Pipeline:
-    """A composed diffusion-family model. See ``docs/architecture.md``."""
+    """A composed diffusion-family model. See ``docs/architecture.md``.
+
+    The network, the conditioner and any learned guidance parts live in one ``nn.Module``,
+    :attr:`model` (a :class:`~diffusekit.network.PipelineModule`), so that EMA, DDP,
+    dtype / device moves, save / load and export treat them alike.
+    """
 
     def __init__(self, process, network, parameterization=None, sampler=None, guidance=None,
-                 conditioner=None, sample_shape: Sequence[int] | None = None,
-                 buffers: dict[str, torch.Tensor] | None = None):
+                 conditioner=None, sample_shape=None, buffers: dict[str, torch.Tensor] | None = None):
         self.process: ForwardProcess = _resolve("process", process, ForwardProcess)
         if parameterization is None:
-            parameterization = getattr(self.process, "default_parameterization", None)
+            parameterization = self.process.default_parameterization
             if parameterization is None:
+                from .plugins import get_registry
+
                 raise ConfigError(
                     f"no parameterization given and {type(self.process).__name__} has no default; "
                     f"choose one of {get_registry().names('parameterization')}", loc="parameterization")
         self.parameterization: Parameterization = _resolve("parameterization", parameterization, Parameterization)
-        self.network: nn.Module = _resolve("network", network)
-        if self.network is None or not callable(self.network):
+        net = _resolve("network", network)
+        if net is None or not callable(net):
             raise ConfigError("a network (torch.nn.Module called as network(x_t, t, cond)) is required",
                               loc="network")
-        self.conditioner: Conditioner | None = _resolve("conditioner", conditioner, nn.Module)
+        cond_mod: Conditioner | None = _resolve("conditioner", conditioner, Conditioner)
         if isinstance(guidance, (list, tuple)):
             self.guidance: list[Guidance] = [_resolve("guidance", g, Guidance) for g in guidance]
         else:
             self.guidance = [] if guidance is None else [_resolve("guidance", guidance, Guidance)]
+        self.model = PipelineModule(net, cond_mod, self.guidance)
         self.sampler: Sampler = _resolve("sampler", sampler, Sampler) if sampler is not None else self._default_sampler()
-        self.sample_shape = tuple(sample_shape) if sample_shape is not None else getattr(self.network, "sample_shape", None)
+        shape = sample_shape if sample_shape is not None else network_sample_shape(net)
+        self.sample_shape = st.normalize_shape(shape)
         self.buffers: dict[str, torch.Tensor] = dict(buffers or {})
         self.last_nfe: int | None = None
+        #: the guidance copies bound to the last ``sample`` call (their per-call results,
+        #: e.g. SMC log-weights, live there; the configured objects are never mutated)
+        self.last_guidance: list[Guidance] = []
         self.check_fit()
 
+    # -- the module's parts -----------------------------------------------------------------
+    @property
+    def network(self):
+        return self.model.network
+
+    @network.setter
+    def network(self, value) -> None:
+        self.model.network = value
+
+    @property
+    def conditioner(self):
+        return self.model.conditioner
+
+    @conditioner.setter
+    def conditioner(self, value) -> None:
+        self.model.conditioner = value
+
     # -- composition checks -------------------------------------------------------------
+    def fit(self, sampler: Sampler | None = None, guidance: list[Guidance] | None = None) -> Fit:
+        """The components whose fit :func:`diffusekit.fit.check_fit` checks (with overrides)."""
+        return Fit(self.process, self.parameterization, sampler if sampler is not None else self.sampler,
+                   tuple(self.guidance if guidance is None else guidance), self.conditioner)
+
     def _fitting(self, kind: str) -> list[str]:
-        reg = get_registry()
-        out = []
-        for spec in reg.specs(kind):
-            req = getattr(spec.obj, "requires", ())
-            if isinstance(spec.obj, type) and not _missing(req, self.process):
-                out.append(spec.name)
-        return out
+        return fitting(kind, self.fit())
 
     def _default_sampler(self) -> Sampler:
+        from .plugins import get_registry
+
         reg = get_registry()
-        for name in getattr(self.process, "preferred_samplers", ()):
+        probe = Fit(self.process, self.parameterization, None, tuple(self.guidance), self.conditioner)
+        for name in self.process.preferred_samplers:
             if ("sampler", name) in reg:
                 return create("sampler", name, loc="sampler")
-        fitting = self._fitting("sampler")
-        if fitting:
-            return create("sampler", fitting[0], loc="sampler")
+        fits = fitting("sampler", probe)
+        if fits:
+            return create("sampler", fits[0], loc="sampler")
         raise CompatibilityError(
             f"no registered sampler fits process {type(self.process).__name__} "
             f"(capabilities {capabilities_of(self.process)}); install a plugin that provides one")
 
     def check_fit(self) -> None:
         """Raise :class:`CompatibilityError` naming what would fit when components clash."""
-        proc = self.process
-        pname = type(proc).__name__
-        caps = capabilities_of(proc)
-        miss = _missing(self.parameterization.requires, proc)
-        if miss:
-            raise CompatibilityError(
-                f"parameterization {type(self.parameterization).__name__} needs a process with {miss}, "
-                f"but {pname} has {caps}; parameterizations that fit: {self._fitting('parameterization')}")
-        miss = _missing(self.sampler.requires, proc)
-        if miss:
-            raise CompatibilityError(
-                f"sampler {type(self.sampler).__name__} needs a process with {miss}, but {pname} has "
-                f"{caps}; samplers that fit: {self._fitting('sampler')}")
-        accepts = getattr(self.sampler, "accepts_parameterizations", None)
-        if accepts is not None and self.parameterization.output not in accepts:
-            fits = [s.name for s in get_registry().specs("parameterization")
-                    if getattr(s.obj, "output", None) in accepts and not _missing(getattr(s.obj, "requires", ()), proc)]
-            raise CompatibilityError(
-                f"sampler {type(self.sampler).__name__} works with predictions {sorted(accepts)}, "
-                f"not {self.parameterization.output!r}; parameterizations that fit: {fits}")
-        for g in self.guidance:
-            miss = _missing(g.requires, proc)
-            if miss:
-                raise CompatibilityError(
-                    f"guidance {type(g).__name__} needs a process with {miss}, but {pname} has {caps}; "
-                    f"guidance that fits: {self._fitting('guidance')}")
-            check = getattr(g, "check_fit", None)
-            if check is not None:
-                check(self)
+        check_fit(self.fit())
 
     # -- modules and devices ------------------------------------------------------------
     def modules(self) -> dict[str, nn.Module]:
-        out = {}
-        if isinstance(self.network, nn.Module):
-            out["network"] = self.network
-        if isinstance(self.conditioner, nn.Module):
-            out["conditioner"] = self.conditioner
-        return out
+        """The weight-holding parts of :attr:`model` by name (``network``, ``conditioner``, ...)."""
+        return self.model.parts()
 
     def parameters(self):
-        for m in self.modules().values():
-            yield from m.parameters()
+        return self.model.parameters()
 
     @property
     def device(self) -> torch.device:
-        for p in self.parameters():
+        for p in self.model.parameters():
             return p.device
         return torch.device("cpu")
 
     def to(self, device) -> "Pipeline":
-        for m in self.modules().values():
-            m.to(device)
+        self.model.to(device)
         self.buffers = {k: v.to(device) for k, v in self.buffers.items()}
         return self
 
     def train(self, mode: bool = True) -> "Pipeline":
-        for m in self.modules().values():
-            m.train(mode)
+        self.model.train(mode)
         return self
 
     def eval(self) -> "Pipeline":
         return self.train(False)
 
-    def denoiser(self, guided: bool = True, network=None):
-        """The (optionally guided) denoiser; ``network`` overrides (e.g. a DDP wrapper)."""
-        d = Denoiser(network if network is not None else self.network, self.parameterization,
-                     self.process, self.conditioner)
-        d.buffers = self.buffers
+    def denoiser(self, guided: bool = True, model=None, guidance: list[Guidance] | None = None):
+        """The (optionally guided) denoiser; ``model`` overrides :attr:`model` (e.g. a DDP wrapper),
+        ``guidance`` the pipeline's guidance (e.g. copies bound to one sampling call)."""
+        d = Denoiser(model if model is not None else self.model, self.parameterization,
+                     self.process, self.conditioner, buffers=self.buffers, encodes=True)
         if guided:
-            for g in self.guidance:
+            for g in (self.guidance if guidance is None else guidance):
                 d = g.wrap(d, self.conditioner)
         return d
 
     # -- training ---------------------------------------------------------------------------
-    def loss(self, x0: Any, cond: Any = None, generator=None, network=None) -> torch.Tensor:
-        """Differentiable scalar loss for a batch of data (conditioner dropout applied)."""
+    def loss(self, x0: Any, cond: Any = None, generator=None, model=None) -> torch.Tensor:
+        """Differentiable scalar loss for a batch of data (conditioner dropout applied).
+
+        ``model`` overrides :attr:`model` (``dk.train`` passes its DDP wrapper)."""
         self.process.check_state(x0, self.sample_shape, loc="x0")
-        n = _batch_of(x0)
+        n = st.batch_size(x0)
         if not n:
             raise ShapeError("x0: expected a non-empty batch (first dimension >= 1)")
         check_cond(cond, n)
         if cond is not None and self.conditioner is not None:
             cond = self.conditioner.drop(cond, generator)
-        return self.parameterization.loss(self.denoiser(guided=False, network=network), x0, cond, generator)
+        return self.parameterization.loss(self.denoiser(guided=False, model=model), x0, cond, generator)
 
     # -- sampling ---------------------------------------------------------------------------
     def sample(self, n: int, cond: Any = None, generator=None, *, progress: bool = False,
                callback=None, return_trajectory: bool = False, x_init: Any = None,
-               sampler: Any = None, device=None):
+               sampler: Any = None, guidance: Any = None, device=None):
         """Draw ``n`` samples. ``generator``: one Generator, one per sample, or int seeds.
 
-        Returns the samples, or a :class:`SamplingResult` with the trajectory and NFE when
-        ``return_trajectory``. ``self.last_nfe`` always holds the network evaluations used.
+        ``sampler`` / ``guidance`` replace the pipeline's for this call (checked by the same
+        fit check as construction). Returns the samples, or a :class:`SamplingResult` with the
+        trajectory and NFE when ``return_trajectory``. ``self.last_nfe`` always holds the
+        network evaluations used.
         """
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ConfigError(f"n must be a positive integer (number of samples), got {n!r}", loc="n")
         check_cond(cond, n)
-        if x_init is not None and _batch_of(x_init) != n:
-            raise ShapeError(f"x_init: batch {_batch_of(x_init)} != n = {n}")
+        if x_init is not None and st.batch_size(x_init) != n:
+            raise ShapeError(f"x_init: batch {st.batch_size(x_init)} != n = {n}")
         sampler = _resolve("sampler", sampler, Sampler) if sampler is not None else self.sampler
-        if sampler is not self.sampler:
-            miss = _missing(sampler.requires, self.process)
-            if miss:
-                raise CompatibilityError(f"sampler {type(sampler).__name__} needs {miss}; samplers that fit: "
-                                         f"{self._fitting('sampler')}")
+        if guidance is None:
+            guides = list(self.guidance)
+        elif isinstance(guidance, (list, tuple)):
+            guides = [_resolve("guidance", g, Guidance) for g in guidance]
+        else:
+            guides = [_resolve("guidance", guidance, Guidance)]
+        fit = self.fit(sampler, guides)
+        if sampler is not self.sampler or guidance is not None:
+            check_fit(fit)
         try:
             gens = as_generators(generator, n if isinstance(generator, (list, tuple)) else None)
         except (TypeError, ValueError) as exc:
@@ -262,18 +234,18 @@ class Pipeline:
                 raise ConfigError("sample_shape is unknown: pass sample_shape=... to Pipeline or train it first",
                                   loc="sample_shape")
             x_init = self.process.prior(n, self.sample_shape, cond=cond, generator=gens, device=device)
-        for g in self.guidance:
-            g.bind(cond)
-        denoiser = self.denoiser()
+        bound = [g.bind(cond, fit) for g in guides]
+        self.last_guidance = bound
+        denoiser = self.denoiser(guidance=bound)
         denoiser.reset_nfe()
         trajectory: list = []
         bar = None
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=getattr(sampler.config, "steps", None),  # one update per step callback
+            bar = tqdm(total=sampler.steps,  # one update per step callback
                        desc=f"sampling ({type(sampler).__name__})", leave=False, disable=None)
-        hooks = [g for g in self.guidance if type(g).on_step is not Guidance.on_step]
+        hooks = [g for g in bound if g.has_step_hook()]
         # Backstop for samplers that do not track non-finite states themselves: the first
         # bad step is recorded on the device and reported once at the end (no per-step sync).
         trackers: list[FiniteTracker] = []
@@ -283,13 +255,12 @@ class Pipeline:
             for g in hooks:
                 x = g.on_step(x, info)
             info["x"] = x
-            if _is_state(x):
+            if st.is_state(x):
                 if not trackers:
-                    trackers.append(FiniteTracker(_first_tensor(x).device))
+                    trackers.append(FiniteTracker(st.device_of(x)))
                 trackers[0].update(x, int(info.get("i", 0)))
             if return_trajectory:
-                trajectory.append(x.detach().cpu().clone() if torch.is_tensor(x) else
-                                  {k: v.detach().cpu().clone() for k, v in x.items()})
+                trajectory.append(st.cpu_copy(x))
             if bar is not None:
                 bar.update(1)
             if callback is not None:
@@ -299,21 +270,20 @@ class Pipeline:
             return x
 
         start = time.perf_counter()
-        was_training = [m.training for m in self.modules().values()]
+        was_training = self.model.training
         self.eval()
         try:
-            grad = any(g.needs_grad for g in self.guidance)
+            grad = any(g.needs_grad for g in bound)
             with torch.set_grad_enabled(grad):
                 out = sampler.sample(denoiser, self.process, x_init, cond=cond, generator=gens, callback=_callback)
         finally:
-            for m, mode in zip(self.modules().values(), was_training):
-                m.train(mode)
+            self.train(was_training)
             if bar is not None:
                 bar.close()
         self.last_nfe = denoiser.nfe
         if trackers:
             trackers[0].check(f"sampler {type(sampler).__name__}")
-        if not _all_finite(out):
+        if not st.all_finite(out):
             raise NonFiniteError(f"sampler {type(sampler).__name__}: the final state is NaN/Inf; check the "
                                  "network output and the time grid's end point", step=None)
         if return_trajectory:
@@ -323,24 +293,24 @@ class Pipeline:
     # -- likelihood -------------------------------------------------------------------------
     def log_likelihood(self, x: Any, cond: Any = None, **kwargs) -> torch.Tensor:
         """Per-sample log-likelihood (nats) where the process supports it."""
-        fn = getattr(self.process, "log_likelihood", None)
-        if fn is None:
+        if not isinstance(self.process, Likelihood):
             raise CompatibilityError(
                 f"{type(self.process).__name__} provides no log_likelihood; processes with a "
                 "probability-flow ODE (vp, subvp, ve) or an ELBO (masked) do")
         self.eval()
-        return fn(self.denoiser(guided=False), x, cond=cond, **kwargs)
+        return self.process.log_likelihood(self.denoiser(guided=False), x, cond=cond, **kwargs)
 
     # -- config and persistence -------------------------------------------------------------
     @property
     def config(self) -> dict[str, Any]:
         """``{kind: {"name": ..., **params}}`` that rebuilds this pipeline via from_config."""
         cfg: dict[str, Any] = {}
-        for kind in ("process", "parameterization", "network", "sampler", "conditioner"):
-            obj = getattr(self, kind)
+        parts = {"process": self.process, "parameterization": self.parameterization, "network": self.network,
+                 "sampler": self.sampler, "conditioner": self.conditioner}
+        for kind, obj in parts.items():
             cfg[kind] = None if obj is None else spec_of(obj, kind)
         cfg["guidance"] = [spec_of(g, "guidance") for g in self.guidance] or None
-        cfg["sample_shape"] = list(self.sample_shape) if self.sample_shape is not None else None
+        cfg["sample_shape"] = st.shape_to_json(self.sample_shape)
         return cfg
 
     @classmethod
@@ -373,5 +343,5 @@ class Pipeline:
         return load_pipeline(directory, backend=backend, network=network, device=device, **kwargs)
 
     def __repr__(self) -> str:
-        parts = [f"{k}={getattr(self, k)!r}" for k in ("process", "parameterization", "sampler")]
-        return f"Pipeline({', '.join(parts)}, network={type(self.network).__name__})"
+        return (f"Pipeline(process={self.process!r}, parameterization={self.parameterization!r}, "
+                f"sampler={self.sampler!r}, network={type(self.network).__name__})")

@@ -56,7 +56,13 @@ def rand(shape: Sequence[int], generator: GeneratorLike = None, device="cpu", dt
     return _draw(torch.rand, tuple(shape), gens, device, dtype)
 
 
-def randn_like(x: torch.Tensor, generator: GeneratorLike = None) -> torch.Tensor:
+def randn_like(x, generator: GeneratorLike = None):
+    """Standard normal draws shaped like ``x`` (a Tensor, or a dict state: leaves drawn in sorted
+    key order, so per-sample generators stay batch-invariant)."""
+    if not torch.is_tensor(x):
+        from .state import leaf_list, unflatten
+
+        return unflatten([randn_like(v, generator) for v in leaf_list(x)], x)
     if torch.is_complex(x):
         # Complex standard normal: variance 1/2 on the real and on the imaginary part.
         real_dtype = x.real.dtype

@@ -18,6 +18,7 @@ from pydantic import Field
 from .config import Component, ComponentConfig
 from .errors import NonFiniteError
 from .process import ForwardProcess
+from .state import device_of, finite_probe, real_dtype
 
 Callback = Callable[[dict[str, Any]], None]
 
@@ -37,17 +38,57 @@ class SamplerConfig(ComponentConfig):
 
 
 class Sampler(Component):
-    """Draws a state from the data distribution starting at the prior sample ``x``."""
+    """Draws a state from the data distribution starting at the prior sample ``x``.
+
+    Contract read by the fit check (:mod:`diffusekit.fit`), the pipeline and the exporters;
+    every attribute has its default here.
+    """
 
     Config = SamplerConfig
-    #: capabilities the process must have
-    requires: tuple[type, ...] = (ForwardProcess,)
+    #: capabilities the process must have (an entry that is a tuple means "any of these")
+    requires: tuple = (ForwardProcess,)
+    #: capabilities the sampler cannot handle (e.g. PinnedBridge for samplers dividing by c)
+    excludes: tuple = ()
+    #: parameterization outputs the sampler works with (None: any)
+    accepts_parameterizations: Optional[frozenset] = None
+    #: runs on the per-key dict states of a Product process
+    supports_product: bool = False
     #: the sampler injects fresh noise (needs a generator for reproducibility)
     stochastic: bool = False
+    #: the update reads a prediction's x0 and eps separately (x_s = a_s x0 + c_s eps), so
+    #: guidance that renoises with another eps than the one consistent with x_t (CFG++) works
+    renoise_eps: bool = False
+    #: the sampler may serve a step from an earlier step's prediction instead of calling the
+    #: denoiser (e.g. the masked ``ancestral`` sampler with ``cache=True``); guidance that
+    #: replaces the state between steps (SVDD) refuses such samplers
+    caches_predictions: bool = False
+
+    def final_step_deterministic(self) -> bool:
+        """True when the last step of a stochastic sampler adds no noise (it returns the step's
+        mean, e.g. ``denoise_final`` of the reverse-SDE samplers). Guidance that evaluates the
+        sampler's transition kernel (SMC's posterior target) reads it. Default: False."""
+        return False
+
+    def renoise_ratio(self, process: ForwardProcess) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+        """For ``renoise_eps`` samplers on an AdditiveGaussian process: ``(grid, r)`` with the
+        time grid (steps + 1,) and, for each step t_i -> t_{i+1} of x_s = a_s x0 + k eps (+ noise),
+        r_i = (k_i / a_{i+1}) / (c_i / a_i) (steps,). A CFG++ step with lambda then equals a CFG
+        step with w = lambda / (1 - r_i) (CFG++ ``equivalent_w`` reads it). Default: None (the
+        sampler does not report it)."""
+        return None
+
+    def required_capabilities(self) -> tuple:
+        """Capabilities needed with this configuration (default: ``requires``)."""
+        return self.requires
+
+    @property
+    def steps(self) -> int | None:
+        """The configured number of steps (None for samplers without one)."""
+        return self.config.steps if isinstance(self.config, SamplerConfig) else None
 
     def expected_nfe(self) -> int | None:
         """Network evaluations one call will use (None if adaptive)."""
-        return getattr(self.config, "steps", None)
+        return self.steps
 
     @abstractmethod
     def sample(self, denoiser, process: ForwardProcess, x: Any, cond: Any = None, generator=None,
@@ -57,10 +98,15 @@ class Sampler(Component):
 
 @dataclass(frozen=True)
 class Plan:
-    """Immutable per-step coefficients. ``t`` holds the step times (steps + 1,)."""
+    """Immutable per-step coefficients. ``t`` holds the step times (steps + 1,).
+
+    For a :class:`~diffusekit.process.Product` process ``parts`` holds one plan per key
+    (built from that key's component process on the shared time grid) and ``coef`` is empty.
+    """
 
     t: torch.Tensor
     coef: dict[str, torch.Tensor] = field(default_factory=dict)
+    parts: dict[str, "Plan"] = field(default_factory=dict)
 
     @property
     def num_steps(self) -> int:
@@ -68,7 +114,26 @@ class Plan:
 
     def to(self, device, dtype) -> "Plan":
         return Plan(self.t.to(device=device, dtype=dtype),
-                    {k: v.to(device=device, dtype=dtype) for k, v in self.coef.items()})
+                    {k: v.to(device=device, dtype=dtype) for k, v in self.coef.items()},
+                    {k: p.to(device, dtype) for k, p in self.parts.items()})
+
+
+def per_component(process, fn: Callable[..., Any], x: Any, *states: Any, plan: Optional[Plan] = None) -> Any:
+    """``fn(process_k, x_k, *states_k[, plan_k])`` per key of a Product process, or once otherwise.
+
+    The states may be dicts with the keys of ``x`` or shared values. This is how a sampler
+    written for one Tensor state runs on the dict state of a Product: one joint network call
+    gives a per-key prediction, each key then takes its own component's update."""
+    from .process import Product
+
+    if not isinstance(process, Product):
+        return fn(process, x, *states, *(() if plan is None else (plan,)))
+    out = {}
+    for k, p in process.components.items():
+        parts = [s[k] if isinstance(s, dict) else s for s in states]
+        extra = () if plan is None else (plan.parts[k],)
+        out[k] = fn(p, x[k], *parts, *extra)
+    return out
 
 
 class FiniteTracker:
@@ -82,13 +147,7 @@ class FiniteTracker:
     def update(self, x: Any, i: int) -> None:
         # One reduction per step: NaN / Inf propagate through the sum, so it is finite iff the
         # state is (half precision and integer states are summed in float32); checked in check().
-        tensors = [x] if torch.is_tensor(x) else list(x.values())
-        probe = None
-        for v in tensors:
-            wide = v.is_complex() or v.dtype in (torch.float32, torch.float64)
-            s = v.sum() if wide else v.sum(dtype=torch.float32)
-            probe = s if probe is None else probe + s
-        self.probes.append(probe)
+        self.probes.append(finite_probe(x))
         self.steps.append(i)
 
     @property
@@ -116,14 +175,28 @@ class StepSampler(Sampler):
     """A fixed-step sampler over a precomputed plan."""
 
     def plan(self, process: ForwardProcess, x: Any) -> Plan:
-        """Build (and cache) the plan for this process and state's device/dtype."""
-        ref = x if torch.is_tensor(x) else next(iter(x.values()))
-        dtype = ref.real.dtype if (ref.is_floating_point() or ref.is_complex()) else torch.float32
-        key = (id(process), ref.device, dtype)
+        """Build (and cache) the plan for this process and state's device/dtype.
+
+        For a Product process: one plan per component on a shared time grid."""
+        from .errors import CompatibilityError
+        from .process import Product
+
+        dtype, device = real_dtype(x), device_of(x)
+        key = (id(process), device, dtype)
         cache = self.__dict__.setdefault("_plans", {})
         if key not in cache:
             cache.clear()
-            cache[key] = self.build_plan(process).to(ref.device, dtype)
+            if isinstance(process, Product):
+                parts = {k: self.build_plan(p) for k, p in process.components.items()}
+                grids = list(parts.values())
+                if any(g.t.shape != grids[0].t.shape or not torch.allclose(g.t, grids[0].t) for g in grids):
+                    raise CompatibilityError(
+                        f"{type(self).__name__}: the components of {type(process).__name__} give different "
+                        "time grids; give them the same time range (t_min, t_max)")
+                plan = Plan(grids[0].t, {}, parts)
+            else:
+                plan = self.build_plan(process)
+            cache[key] = plan.to(device, dtype)
         return cache[key]
 
     @abstractmethod
@@ -144,7 +217,7 @@ class StepSampler(Sampler):
     def sample(self, denoiser, process, x, cond=None, generator=None, callback=None):
         plan = self.plan(process, x)
         carry = self.init_carry(plan, x)
-        tracker = FiniteTracker(x.device if torch.is_tensor(x) else next(iter(x.values())).device)
+        tracker = FiniteTracker(device_of(x))
         for i in range(plan.num_steps):
             x, carry, pred = self.step(x, i, plan, denoiser, cond, generator, carry)
             tracker.update(x, i)

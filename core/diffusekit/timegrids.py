@@ -2,7 +2,7 @@
 
 All grids return float64 times, decreasing from t_max to the end time (``t_end`` or the
 process's t_min). Grids defined in sigma or log-SNR are mapped back to time through the
-process (``SigmaParameterized.t_of_sigma`` or ``AffineGaussian.t_from_log_snr``).
+process (``SigmaParameterized.t_of_sigma`` or ``AdditiveGaussian.t_from_log_snr``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pydantic import Field
 
 from .config import ComponentConfig
 from .errors import CompatibilityError, ConfigError
-from .process import AffineGaussian, ForwardProcess, SigmaParameterized
+from .process import AdditiveGaussian, ForwardProcess, SigmaParameterized
 from .sampler import TimeGrid
 
 
@@ -37,9 +37,9 @@ def sigma_of(process, t: torch.Tensor) -> torch.Tensor:
     """Noise-to-signal ratio c/a (or the process's sigma) as a function of time."""
     if isinstance(process, SigmaParameterized):
         return process.sigma(t)
-    if isinstance(process, AffineGaussian):
+    if isinstance(process, AdditiveGaussian):
         return torch.exp(-0.5 * process.log_snr(t))
-    raise CompatibilityError(f"{type(process).__name__} defines no noise level (needs AffineGaussian or SigmaParameterized)")
+    raise CompatibilityError(f"{type(process).__name__} defines no noise level (needs AdditiveGaussian or SigmaParameterized)")
 
 
 def t_of_sigma(process, sigma: torch.Tensor) -> torch.Tensor:
@@ -50,13 +50,13 @@ def t_of_sigma(process, sigma: torch.Tensor) -> torch.Tensor:
 
 def log_snr_of(process, t: torch.Tensor) -> torch.Tensor:
     """lambda(t) = log(a^2 / c^2), or -2 log sigma(t) for sigma-only (EDM / PFGM++) processes."""
-    if isinstance(process, AffineGaussian):
+    if isinstance(process, AdditiveGaussian):
         return process.log_snr(t)
     return -2 * torch.log(sigma_of(process, t))
 
 
 def t_of_log_snr(process, lam: torch.Tensor) -> torch.Tensor:
-    if isinstance(process, AffineGaussian):
+    if isinstance(process, AdditiveGaussian):
         return process.t_from_log_snr(lam)
     return t_of_sigma(process, torch.exp(-0.5 * lam))
 

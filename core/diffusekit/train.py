@@ -13,7 +13,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import state as st
 from .errors import ConfigError, NonFiniteError
+from .state import Example
 
 CHECKPOINT_DIR = "checkpoint"
 
@@ -31,23 +33,33 @@ class TrainResult:
         return float(sum(tail) / max(len(tail), 1))
 
 
-def _as_data(data: Any, generator=None):
-    """Normalise training data to (x, cond) tensors."""
-    if isinstance(data, str):
+def as_example(data: Any) -> Example:
+    """Normalise training data to an :class:`~diffusekit.state.Example`.
+
+    Accepted (one rule each, no key sniffing): an ``Example``; a state (a Tensor or a dict of
+    Tensors: the data, no condition); a 2-tuple ``(x, cond)``; a registered dataset name or
+    ``{"name": ...}`` config; a callable returning one of these."""
+    if isinstance(data, (str, dict)) and not st.is_state(data):
         from .api import create
 
         data = create("dataset", data, loc="data")
-    if callable(data) and not torch.is_tensor(data):
+    if callable(data) and not torch.is_tensor(data) and not isinstance(data, (dict, Example)):
         data = data()
-    if isinstance(data, dict) and "x" in data:
-        return data["x"], data.get("cond")
-    if isinstance(data, (tuple, list)) and len(data) == 2 and torch.is_tensor(data[0]):
-        return data[0], data[1]
-    if torch.is_tensor(data):
-        return data, None
-    raise ConfigError(
-        f"data must be a Tensor (N, ...), a (x, cond) tuple, a dict with 'x', or a dataset name; "
-        f"got {type(data).__name__}", loc="data")
+    if isinstance(data, Example):
+        out = data
+    elif st.is_state(data):
+        out = Example(data)
+    elif isinstance(data, (tuple, list)) and len(data) == 2 and st.is_state(data[0]):
+        out = Example(data[0], data[1])
+    else:
+        raise ConfigError(
+            f"data must be an Example(x, cond), a state (a Tensor (N, ...) or a dict of Tensors), an (x, cond) "
+            f"tuple, or a dataset name; got {type(data).__name__}", loc="data")
+    n = st.check_batch(out.x, "data.x")
+    if out.cond is not None and st.is_state(out.cond) and st.check_batch(out.cond, "data.cond") != n:
+        raise ConfigError(f"the condition has {st.batch_size(out.cond)} rows but the data {n}; give one "
+                          "condition per example", loc="data.cond")
+    return out
 
 
 def _distributed() -> tuple[int, int]:
@@ -135,9 +147,9 @@ def _load_checkpoint(path: Path, pipe, opt, ema: EMA | None, gens, rank: int) ->
 
     meta = json.loads((path / "state.json").read_text())
     tensors = load_file(str(path / "state.safetensors"))
-    for prefix, module in pipe.modules().items():
-        sub = {k[len("model." + prefix) + 1:]: v for k, v in tensors.items() if k.startswith(f"model.{prefix}.")}
-        module.load_state_dict(sub)
+    sub = {k[len("model."):]: v for k, v in tensors.items()
+           if k.startswith("model.") and not k.startswith("model.buffer.")}
+    pipe.model.load_state_dict(sub)
     if ema is not None:
         for k in ema.shadow:
             ema.shadow[k].copy_(tensors[f"ema.{k}"])
@@ -181,26 +193,37 @@ def train(pipe, data: Any, steps: int = 1000, batch_size: int = 256, lr: float =
     if device is not None:
         pipe.to(device)
     device = pipe.device
-    x_all, c_all = _as_data(data)
+    example = as_example(data)
     if pipe.sample_shape is None:
-        pipe.sample_shape = tuple(x_all.shape[1:])
-    pipe.process.check_state(x_all[:1], pipe.sample_shape, loc="data")
+        pipe.sample_shape = st.shape_of(example.x)
+    pipe.process.check_state(st.index(example.x, slice(0, 1)), pipe.sample_shape, loc="data")
     if batch_size % world:
         raise ConfigError(f"batch_size {batch_size} is not divisible by the {world} processes", loc="train.batch_size")
-    local_bs = batch_size // world
+    # Training draws its own randomness; the caller's global torch RNG is left as it was
+    # (layers such as dropout draw from a forked global generator seeded by ``seed``).
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed + rank)
+        return _train_loop(pipe, example, steps, batch_size // world, lr, weight_decay, warmup, grad_clip, ema,
+                           seed, out_dir, checkpoint_every, resume, progress, log_every, device, stop_after,
+                           world, rank)
+
+
+def _train_loop(pipe, example: Example, steps, local_bs, lr, weight_decay, warmup, grad_clip, ema, seed,
+                out_dir, checkpoint_every, resume, progress, log_every, device, stop_after, world, rank):
     gens = {"data": torch.Generator().manual_seed(seed * 7919 + rank),
             "noise": torch.Generator().manual_seed(seed * 104729 + 1 + rank)}
-    torch.manual_seed(seed + rank)
     params = [p for p in pipe.parameters() if p.requires_grad]
     if not params:
         raise ConfigError("the pipeline has no trainable parameters", loc="network")
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    ema_tracker = EMA(pipe.network, ema) if ema else None
-    network = pipe.network
+    # one module: network, conditioner and learned guidance parts share EMA and DDP
+    ema_tracker = EMA(pipe.model, ema) if ema else None
+    model = pipe.model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        network = DDP(pipe.network)
+        model = DDP(pipe.model)
     ckpt = Path(out_dir) / CHECKPOINT_DIR if out_dir is not None else None
     start, losses = 0, []
     if resume and ckpt is not None and (ckpt / "state.json").exists():
@@ -212,33 +235,27 @@ def train(pipe, data: Any, steps: int = 1000, batch_size: int = 256, lr: float =
         bar = tqdm(total=steps, initial=start, desc="training", disable=None)
     t0 = time.perf_counter()
     pipe.train()
-    n_data = x_all.shape[0]
+    n_data = st.batch_size(example.x)
     end = steps if stop_after is None else min(steps, start + stop_after)
     for step in range(start, end):
         scale = min(1.0, (step + 1) / warmup) if warmup else 1.0
         for group in opt.param_groups:
             group["lr"] = lr * scale
         idx = torch.randint(n_data, (local_bs,), generator=gens["data"])
-        x0 = x_all[idx].to(device)
-        cond = c_all[idx].to(device) if c_all is not None else None
-        loss = pipe.loss(x0, cond, generator=gens["noise"], network=network)
+        batch = example.index(idx)
+        x0 = st.to(batch.x, device)
+        cond = st.to(batch.cond, device)
+        loss = pipe.loss(x0, cond, generator=gens["noise"], model=model)
         if not torch.isfinite(loss):
             raise NonFiniteError(f"training loss became {loss.item()} at step {step}; lower lr or check data",
                                  step=step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if world > 1 and pipe.conditioner is not None:
-            import torch.distributed as dist
-
-            for p in pipe.conditioner.parameters():
-                if p.grad is not None:
-                    dist.all_reduce(p.grad)
-                    p.grad /= world
         if grad_clip:
             torch.nn.utils.clip_grad_norm_(params, grad_clip)
         opt.step()
         if ema_tracker is not None:
-            ema_tracker.update(pipe.network, step)
+            ema_tracker.update(pipe.model, step)
         value = float(loss.detach())
         losses.append(value)
         if bar is not None:
@@ -256,7 +273,7 @@ def train(pipe, data: Any, steps: int = 1000, batch_size: int = 256, lr: float =
             _save_checkpoint(ckpt, end, pipe, opt, ema_tracker, gens, losses, rank, world)
         return TrainResult(end, losses, time.perf_counter() - t0, start)
     if ema_tracker is not None:
-        ema_tracker.copy_to(pipe.network)
+        ema_tracker.copy_to(pipe.model)
     pipe.eval()
     if out_dir is not None and rank == 0:
         pipe.save(out_dir)

@@ -23,35 +23,57 @@ from .trace import OnnxExportError, export_module
 from .verify import OnnxVerificationError, assert_batch_symbolic, check_graph, compare
 
 
+def _plain_solver(cfg) -> bool:
+    """A diffusekit_solvers config without teleporting or dynamic thresholding."""
+    from diffusekit_solvers.base import SolverConfig
+    from diffusekit_solvers.thresholding import ThresholdingConfig
+
+    if not isinstance(cfg, SolverConfig) or cfg.teleport:
+        return False
+    return not (isinstance(cfg, ThresholdingConfig) and cfg.thresholding)
+
+
 def kernel_of(sampler) -> tuple[str | None, dict[str, Any]]:
     """The Scan kernel matching a pipeline sampler (and the settings it implies), or None.
 
     ``ode`` (fixed-step euler / heun), ``ddim`` with eta = 0 and ``dpm-solver++`` variant 2M
     (no teleport, no thresholding) have kernels; other deterministic step samplers are
-    exported by unrolling their own ``step``.
+    exported by unrolling their own ``step``. Solver settings are read from the typed config
+    class of the registered sampler (checked with ``isinstance``).
     """
     spec = spec_of(sampler, "sampler") or {}
     name = spec.get("name")
     cfg = sampler.config
-    plain = not getattr(cfg, "teleport", 0.0) and not getattr(cfg, "thresholding", False)
-    if name == "ode" and getattr(cfg, "method", None) in ("euler", "heun"):
-        return cfg.method, {"denoise_final": bool(getattr(cfg, "denoise_final", False))}
-    if name == "ddim" and float(getattr(cfg, "eta", 0.0)) == 0.0 and plain:
-        return "ddim", {}
-    if name == "dpm-solver++" and getattr(cfg, "variant", "2M") == "2M" and plain:
-        return "dpm-solver++", {"lower_order_final": bool(getattr(cfg, "lower_order_final", True))}
+    if name == "ode":
+        from diffusekit_sde.ode import ODEConfig
+
+        if isinstance(cfg, ODEConfig) and cfg.method in ("euler", "heun"):
+            return cfg.method, {"denoise_final": bool(cfg.denoise_final)}
+    elif name == "ddim":
+        from diffusekit_solvers.exponential import DDIMConfig
+
+        if isinstance(cfg, DDIMConfig) and float(cfg.eta) == 0.0 and _plain_solver(cfg):
+            return "ddim", {}
+    elif name == "dpm-solver++":
+        from diffusekit_solvers.exponential import DPMSolverPPConfig
+
+        if isinstance(cfg, DPMSolverPPConfig) and cfg.variant == "2M" and _plain_solver(cfg):
+            return "dpm-solver++", {"lower_order_final": bool(cfg.lower_order_final)}
     return None, {}
 
 
 def sampler_times(pipe, sampler, method: str, opts: ExportOptions) -> torch.Tensor:
     """The grid: the pipeline sampler's own plan / grid when it is the exported one."""
     steps = opts.steps
-    if sampler is not None and opts.schedule is None and (steps is None or steps == sampler.config.steps):
+    if sampler is not None and opts.schedule is None and (steps is None or steps == sampler.steps):
         if isinstance(sampler, StepSampler):
             return sampler.build_plan(pipe.process).t.to(torch.float64)
-        if hasattr(sampler, "_grid"):
-            return sampler._grid(pipe.process).to(torch.float64)
-    steps = steps or getattr(getattr(pipe.sampler, "config", None), "steps", None) or 10
+        from diffusekit_sde.ode import ODEConfig
+
+        if isinstance(sampler.config, ODEConfig):  # the ode sampler's fixed-step grid
+            grid = create("schedule", sampler.config.schedule, loc="sampler.schedule")
+            return grid.times(pipe.process, sampler.config.steps).to(torch.float64)
+    steps = steps or pipe.sampler.steps or 10
     grid = create("schedule", opts.schedule or "uniform", loc="export.schedule")
     return grid.times(pipe.process, steps).to(torch.float64)
 
@@ -63,11 +85,11 @@ def build_sampler_graph(pipe, opts: ExportOptions, example_x: torch.Tensor, cond
     inferred, settings = kernel_of(sampler)
     method = opts.method or inferred
     matches = method is not None and method == inferred
-    if getattr(sampler, "stochastic", False) and matches:
+    if sampler.stochastic and matches:
         raise CompatibilityError(f"sampler {type(sampler).__name__} is stochastic; ONNX sampler graphs are "
                                  "deterministic (use ddim eta=0, dpm-solver++, or the ode sampler)")
     if method is None:
-        if not isinstance(sampler, StepSampler) or getattr(sampler, "stochastic", False):
+        if not isinstance(sampler, StepSampler) or sampler.stochastic:
             raise CompatibilityError(
                 f"no ONNX sampler graph for {type(sampler).__name__}: pass method= one of {list(solvers.METHODS)} "
                 "or use a deterministic fixed-step sampler (ode with method euler/heun, ddim, dpm-solver++)")
@@ -89,6 +111,11 @@ def export_sampler(pipe, path, opts: ExportOptions, example: Sequence[Any] | Non
         raise ConfigError(f"ONNX export path must end in .onnx, got {str(path)!r}", loc="path")
     pipe.eval()
     x, _, cond = pipeline_example(pipe, opts.batch, 0, example)
+    if not torch.is_tensor(x):
+        raise CompatibilityError(
+            f"sampler-mode ONNX export takes Tensor states; {type(pipe.process).__name__} has a dict state: "
+            "export the denoiser (mode='denoiser', one graph input / output per state leaf) and sample in "
+            "Python with Pipeline.load(dir, backend='onnxruntime')")
     x = pipe.process.prior(x.shape[0], tuple(x.shape[1:]), cond=cond, generator=torch.Generator().manual_seed(0))
     module, method, py_sampler, loop = build_sampler_graph(pipe, opts, x, cond)
     inputs = (x,) if cond is None else (x, cond)
@@ -96,14 +123,14 @@ def export_sampler(pipe, path, opts: ExportOptions, example: Sequence[Any] | Non
     start = time.perf_counter()
     scan_error = None
     try:
-        export_module(module, inputs, names, ["sample"], path, opts.opset, {},
+        export_module(module, inputs, names, ["sample"], path, opts.opset, [],
                       what=f"the {method} sampler ({loop})")
     except OnnxExportError as exc:
         if opts.loop != "auto" or loop != "scan":
             raise
         scan_error = str(exc)
         module.loop = loop = "unroll"  # Scan could not capture this network: unroll the steps
-        export_module(module, inputs, names, ["sample"], path, opts.opset, {}, what=f"the {method} sampler (unroll)")
+        export_module(module, inputs, names, ["sample"], path, opts.opset, [], what=f"the {method} sampler (unroll)")
     export_s = time.perf_counter() - start
     metadata.write(path, {
         "mode": "sampler", "versions": metadata.versions(), "opset": opts.opset, "pipeline": pipe.config,
@@ -147,6 +174,6 @@ def export_sampler(pipe, path, opts: ExportOptions, example: Sequence[Any] | Non
     return ExportReport.from_model(
         path, model, opts, mode="sampler", max_abs_err=abs_err, max_rel_err=rel_err, atol=atol, rtol=rtol,
         providers=providers, export_seconds=export_s, verify_seconds=verify_s, shapes=shapes, inputs=names, outputs=["sample"], loop=loop,
-        extra={"method": method, "steps": module.steps, "nfe": getattr(module, "nfe", None),
+        extra={"method": method, "steps": module.steps, "nfe": module.nfe if isinstance(module, SamplerGraph) else None,
                "python_sampler": None if py_sampler is None else spec_of(py_sampler, "sampler"),
                "python_sampler_max_abs_err": py_err, "scan_nodes": n_scan, "scan_error": scan_error, "graph_nodes": len(model.graph.node)})

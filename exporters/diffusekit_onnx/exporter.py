@@ -10,7 +10,6 @@ from diffusekit.errors import CompatibilityError, ConfigError
 from diffusekit.export import Exporter
 
 from . import metadata
-from .graphs import guidance_scale
 from .options import ExportOptions
 from .report import ExportReport
 
@@ -63,7 +62,8 @@ class OnnxExporter(Exporter):
         The denoiser graph contains the conditioner and any folded classifier-free guidance,
         so the pipeline's conditioner becomes a pass-through (:class:`EncodedInGraph`, keeping
         ``null`` for unfolded CFG) and folded CFG is dropped from ``pipe.guidance``, keeping the
-        sampled values identical to the PyTorch pipeline.
+        sampled values identical to the PyTorch pipeline. Dict states are fed leaf by leaf and
+        the network output is rebuilt from the per-leaf graph outputs.
         ``device="cuda"`` asks for the CUDA provider; ``network.providers`` says what runs and
         ``network.fallback`` what could not be loaded.
         """
@@ -89,5 +89,5 @@ class OnnxExporter(Exporter):
         if meta.get("conditioner_in_graph") and pipe.conditioner is not None:
             pipe.conditioner = EncodedInGraph(pipe.conditioner)
         if meta.get("guidance_folded"):
-            pipe.guidance = [g for g in pipe.guidance if guidance_scale(g) is None]
+            pipe.guidance = [g for g in pipe.guidance if not g.foldable_cfg]
         return net

@@ -63,8 +63,8 @@ def write(path, fields: dict[str, Any]) -> None:
 def read(path_or_model) -> dict[str, Any]:
     import onnx
 
-    model = onnx.load(str(path_or_model), load_external_data=False) if not hasattr(path_or_model, "graph") \
-        else path_or_model
+    model = path_or_model if isinstance(path_or_model, onnx.ModelProto) else \
+        onnx.load(str(path_or_model), load_external_data=False)
     out = {}
     for p in model.metadata_props:
         if p.key.startswith(PREFIX):

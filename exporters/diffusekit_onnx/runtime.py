@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
+from diffusekit import state as st
+from diffusekit.conditioner import Conditioner
 from diffusekit.errors import ConfigError
+from diffusekit.network import Network
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 
@@ -94,28 +97,37 @@ class OrtModule:
         if len(args) != len(self.inputs):
             raise ConfigError(f"{self.path.name} takes inputs {self.input_names}, got {len(args)} values",
                               loc="inputs")
-        feed = {}
-        for (name, typ), v in zip(self.inputs, args):
-            if v is None:
-                raise ConfigError(f"{self.path.name} needs input {name!r} (the graph was exported with it); "
-                                  f"pass a condition", loc=name)
-            feed[name] = v
-        return feed
+        return dict(zip(self.input_names, args))
 
     def run(self, *args: Any) -> list[torch.Tensor]:
-        feed = self._feed(args)
+        """Positional inputs (graph input order) -> outputs in graph output order."""
+        out = self.run_named(self._feed(args))
+        return [out[name] for name, _ in self.outputs]
+
+    def run_named(self, feed: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """``{input name: value}`` -> ``{output name: tensor}`` (every graph input is required)."""
+        missing = [n for n in self.input_names if feed.get(n) is None]
+        if missing:
+            raise ConfigError(f"{self.path.name} needs input(s) {missing} (the graph was exported with them; "
+                              f"it takes {self.input_names}); pass a condition and every state leaf",
+                              loc=missing[0])
+        unknown = sorted(set(feed) - set(self.input_names))
+        if unknown:
+            raise ConfigError(f"{self.path.name} has no inputs {unknown}; it takes {self.input_names}",
+                              loc=unknown[0])
         self.calls += 1
         if self.on_cuda and all(torch.is_tensor(v) and v.is_cuda for v in feed.values()):
-            return self._run_bound(feed)
-        np_feed = {}
-        for (name, typ) in self.inputs:
-            v = feed[name]
-            arr = v.detach().cpu().numpy() if torch.is_tensor(v) else np.asarray(v)
-            np_feed[name] = np.ascontiguousarray(arr.astype(_NP.get(typ, arr.dtype), copy=False))
-        outs = self.session.run(None, np_feed)
-        return [torch.from_numpy(np.asarray(o)) for o in outs]
+            outs = self._run_bound(feed)
+        else:
+            np_feed = {}
+            for (name, typ) in self.inputs:
+                v = feed[name]
+                arr = v.detach().cpu().numpy() if torch.is_tensor(v) else np.asarray(v)
+                np_feed[name] = np.ascontiguousarray(arr.astype(_NP.get(typ, arr.dtype), copy=False))
+            outs = [torch.from_numpy(np.asarray(o)) for o in self.session.run(None, np_feed)]
+        return {name: o for (name, _), o in zip(self.outputs, outs)}
 
-    def _run_bound(self, feed: dict[str, torch.Tensor]) -> list[torch.Tensor]:  # pragma: no cover - needs CUDA
+    def _run_bound(self, feed: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:  # pragma: no cover - needs CUDA
         binding = self.session.io_binding()
         keep = []
         for name, typ in self.inputs:
@@ -130,18 +142,60 @@ class OrtModule:
                 for o in outs]
 
 
-class OnnxNetwork(torch.nn.Module):
+def graph_feed(input_names: Sequence[str], x: Any, t: torch.Tensor, cond: Any = None,
+               what: str = "the graph") -> dict[str, Any]:
+    """``{graph input name: tensor}`` for a denoiser graph: one entry per leaf of the state
+    (``x_t`` or ``x_t.<leaf>``), ``t``, and the condition's leaves (``cond`` / ``cond.<leaf>``)
+    when the graph takes a condition."""
+    feed: dict[str, Any] = dict(st.flatten(x, "x_t"))
+    feed["t"] = t.to(torch.float32)
+    takes_cond = any(n == "cond" or n.startswith("cond.") for n in input_names)
+    if takes_cond:
+        if cond is None:
+            feed["cond"] = None  # named as missing by the session
+        else:
+            feed.update(st.flatten(cond, "cond") if st.is_state(cond) else {"cond": cond})
+    elif cond is not None:
+        raise ConfigError(f"{what} was exported without a condition input but a condition was given; "
+                          "export with a conditional example", loc="cond")
+    return feed
+
+
+def graph_output(outputs: Mapping[str, torch.Tensor], meta: Mapping[str, Any], x: Any) -> Any:
+    """The raw network output (a Tensor or the dict rebuilt from its leaves) on ``x``'s device.
+
+    Graphs exported before per-leaf outputs (no ``raw_outputs`` metadata) return their first
+    output. Floating outputs take the dtype of the matching state leaf; integer (token) states
+    keep the output's float dtype (logits)."""
+    kind = meta.get("output_kind")
+    like = meta.get("raw_output_shape")
+    if meta.get("raw_outputs") is None or like is None or kind is None:
+        out: Any = next(iter(outputs.values()))
+    else:
+        out = st.unflatten({n: outputs[n] for n in meta["raw_outputs"]}, like, prefix=kind)
+
+    def place(o: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        dtype = ref.dtype if (ref.is_floating_point() or ref.is_complex()) else o.dtype
+        return o.to(device=ref.device, dtype=dtype)
+
+    if set(st.flatten(out)) == set(st.flatten(x)):
+        return st.zip_map(place, out, x)
+    return st.to(out, device=st.device_of(x))
+
+
+class OnnxNetwork(Network):
     """A stand-in for ``network(x_t, t, cond)`` backed by an exported denoiser graph.
 
-    Returns the graph's first output (the parameterization's raw kind), on ``x_t``'s device.
-    The graph already contains the conditioner and any folded CFG, so the onnxruntime backend
-    removes those from the pipeline (see :meth:`OnnxExporter.load_runtime`).
+    Feeds every leaf of the state as its own graph input and returns the graph's raw outputs
+    (the parameterization's kind), reassembled into a dict for dict states, on ``x_t``'s
+    device. The graph already contains the conditioner and any folded CFG, so the onnxruntime
+    backend removes those from the pipeline (see :meth:`OnnxExporter.load_runtime`).
     """
 
     def __init__(self, module: OrtModule, sample_shape=None, meta: dict | None = None):
         super().__init__()
         self.ort = module
-        self.sample_shape = tuple(sample_shape) if sample_shape is not None else None
+        self.sample_shape = sample_shape
         self.meta = dict(meta or {})
 
     @property
@@ -152,24 +206,15 @@ class OnnxNetwork(torch.nn.Module):
     def fallback(self) -> list[str]:
         return self.ort.fallback
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Any = None) -> torch.Tensor:
-        args = [x, t.to(torch.float32)]
-        if len(self.ort.inputs) > 2:
-            args.append(cond)
-        elif cond is not None:
-            raise ConfigError(f"{self.ort.path.name} was exported without a condition input but a condition "
-                              "was given; export with a conditional example", loc="cond")
-        out = self.ort.run(*args)[0]
-        # Token states (masked diffusion) are integer tensors while the network returns logits:
-        # keep the output's float dtype in that case.
-        dtype = x.dtype if (x.is_floating_point() or x.is_complex()) else out.dtype
-        return out.to(device=x.device, dtype=dtype)
+    def forward(self, x: Any, t: torch.Tensor, cond: Any = None) -> Any:
+        feed = graph_feed(self.ort.input_names, x, t, cond, what=self.ort.path.name)
+        return graph_output(self.ort.run_named(feed), self.meta, x)
 
     def __repr__(self) -> str:
         return f"OnnxNetwork({self.ort.path.name}, providers={self.providers})"
 
 
-class EncodedInGraph(torch.nn.Module):
+class EncodedInGraph(Conditioner):
     """Stands in for a conditioner whose encoding runs inside the exported graph: passes raw
     conditions through unchanged but keeps ``null`` (so unfolded CFG in Python still works)."""
 

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import torch
 
 from diffusekit.errors import CompatibilityError
-from diffusekit.process import AffineGaussian
+from diffusekit.process import AdditiveGaussian
 
 METHODS = ("ddim", "euler", "heun", "dpm-solver++")
 
@@ -39,8 +39,8 @@ def _derivs(process, t: torch.Tensor):
 
 def tables(method: str, process, times: torch.Tensor, lower_order_final: bool = True) -> dict[str, torch.Tensor]:
     """float64 ``{"rows": (S, K)[, "final": (K',)]}`` for ``method`` on the grid ``times``."""
-    if not isinstance(process, AffineGaussian):
-        raise CompatibilityError(f"ONNX sampler graphs need an AffineGaussian process, got {type(process).__name__}")
+    if not isinstance(process, AdditiveGaussian):
+        raise CompatibilityError(f"ONNX sampler graphs need an AdditiveGaussian process, got {type(process).__name__}")
     t = times.to(torch.float64)
     n = t.shape[0] - 1
     a, b, c = _coefs(process, t)

@@ -10,11 +10,12 @@ import logging
 import re
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
 
+from diffusekit import state as st
 from diffusekit.errors import DiffusekitError
 
 
@@ -126,51 +127,130 @@ def _resize(t: torch.Tensor, dim: int, size: int) -> torch.Tensor:
     return torch.cat([t] * reps, dim=dim).narrow(dim, 0, size)
 
 
-def probe_dynamic_axes(module: nn.Module, inputs: Sequence[Any]) -> dict[int, list[int]]:
-    """Non-batch axes of the first input the module accepts at twice their size.
+#: dynamic non-batch axes: ``[(axis, [flat input indices resized together]), ...]``
+Axes = list[tuple[int, list[int]]]
 
-    Axis k of input 0 is dynamic if the module runs with it doubled (and the same axis of
-    every other input that has the same size there, e.g. a spectrogram condition, doubled
-    too). Returns ``{axis: [input indices resized together]}``.
+
+class Signature:
+    """The flat graph inputs of structured arguments: one ONNX input per state leaf.
+
+    ``prefixes`` name the arguments (``x_t``, ``t``, ``cond``); a Tensor argument is one input
+    named by its prefix, a dict state one input per leaf under its dotted name from
+    :func:`diffusekit.state.flatten` (``x_t.a``, ``x_t.b``). ``like`` holds each argument's
+    nesting (for :meth:`unflatten`); dicts are rebuilt with sorted keys, the order in which
+    both the exporter and :func:`diffusekit.state.leaves` walk them.
     """
-    x = inputs[0]
-    out: dict[int, list[int]] = {}
-    for k in range(1, x.ndim):
-        group = [i for i, v in enumerate(inputs)
-                 if torch.is_tensor(v) and v.ndim > k and v.shape[k] == x.shape[k] and v.is_floating_point()]
-        trial = [(_resize(v, k, 2 * v.shape[k]) if i in group else v) for i, v in enumerate(inputs)]
-        try:
-            with torch.no_grad():
-                module(*trial)
-        except Exception:  # noqa: BLE001 - the network refuses this size: axis is static
-            continue
-        out[k] = group
+
+    def __init__(self, inputs: Sequence[Any], prefixes: Sequence[str]):
+        if len(inputs) > len(prefixes):
+            raise ValueError(f"{len(inputs)} inputs but only names {list(prefixes)}")
+        self.prefixes = list(prefixes[:len(inputs)])
+        self.like = list(inputs)
+        self.names: list[str] = []
+        self.counts: list[int] = []
+        for v, p in zip(inputs, self.prefixes):
+            names = list(st.flatten(v, p)) if st.is_state(v) else [p]
+            self.names.extend(names)
+            self.counts.append(len(names))
+
+    @staticmethod
+    def canonical(v: Any) -> Any:
+        """``v`` with every dict rebuilt in sorted key order (Tensors and other values unchanged)."""
+        return st.unflatten(st.flatten(v), v) if isinstance(v, Mapping) and st.is_state(v) else v
+
+    def flatten(self, inputs: Sequence[Any]) -> list[Any]:
+        """The leaves of ``inputs`` in graph-input order."""
+        out: list[Any] = []
+        for v in inputs:
+            out.extend(st.leaf_list(v) if st.is_state(v) else [v])
+        if len(out) != len(self.names):
+            raise ValueError(f"inputs give {len(out)} leaves, the graph takes {self.names}")
+        return out
+
+    def unflatten(self, flat: Sequence[Any]) -> tuple[Any, ...]:
+        """Structured arguments from leaves in graph-input order (the nesting of ``like``)."""
+        out, pos = [], 0
+        for like, n in zip(self.like, self.counts):
+            part = list(flat[pos:pos + n])
+            pos += n
+            out.append(st.unflatten(part, like) if st.is_state(like) else part[0])
+        return tuple(out)
+
+    def state_indices(self, arg: int = 0) -> list[int]:
+        """Flat indices of the leaves of argument ``arg`` (the state)."""
+        start = sum(self.counts[:arg])
+        return list(range(start, start + self.counts[arg]))
+
+
+def probe_dynamic_axes(module: nn.Module, inputs: Sequence[Any], sig: Signature | None = None) -> Axes:
+    """Non-batch axes of the state's leaves that the module accepts at twice their size.
+
+    Axis k of a state leaf is dynamic if the module runs with it doubled (and the same axis of
+    every other input that has the same size there, e.g. a spectrogram condition, doubled
+    too). Returns ``[(axis, [flat input indices resized together]), ...]``; the indices are
+    positions in ``sig.names`` (for a Tensor state: 0 = x_t, 1 = t, 2 = cond).
+    """
+    sig = sig or Signature(inputs, [f"in{i}" for i in range(len(inputs))])
+    flat = sig.flatten(inputs)
+    states = sig.state_indices(0)
+    out: Axes = []
+    for j in states:
+        x = flat[j]
+        for k in range(1, x.ndim):
+            group = [i for i, v in enumerate(flat) if (i == j or i not in states)
+                     and torch.is_tensor(v) and v.ndim > k and v.shape[k] == x.shape[k] and v.is_floating_point()]
+            trial = [(_resize(v, k, 2 * v.shape[k]) if i in group else v) for i, v in enumerate(flat)]
+            try:
+                with torch.no_grad():
+                    module(*sig.unflatten(trial))
+            except Exception:  # noqa: BLE001 - the network refuses this size: axis is static
+                continue
+            out.append((k, group))
     return out
 
 
-def dynamic_shapes_for(inputs: Sequence[Any], axes: dict[int, list[int]]):
-    """``dynamic_shapes`` for torch.export: a shared ``batch`` Dim plus AUTO for probed axes."""
+def resize_axes(flat: Sequence[Any], axes: Axes) -> list[Any]:
+    """``flat`` with every dynamic group's axis doubled (a second verification shape)."""
+    out = list(flat)
+    for k, group in axes:
+        for i in group:
+            out[i] = _resize(out[i], k, 2 * out[i].shape[k])
+    return out
+
+
+def dynamic_shapes_for(inputs: Sequence[Any], axes: Axes | None = None):
+    """``dynamic_shapes`` for torch.export: a shared ``batch`` Dim on every tensor leaf (with
+    the nesting of ``inputs``) plus AUTO for the probed axes."""
     from torch.export import Dim
 
     batch = Dim("batch", min=1, max=1 << 20)
     shapes = []
-    for i, v in enumerate(inputs):
-        if not torch.is_tensor(v):
+    pos = 0
+    for v in inputs:
+        if not st.is_state(v):
             shapes.append(None)
+            pos += 1
             continue
-        spec = {0: batch}
-        for k, group in axes.items():
-            if i in group:
-                spec[k] = Dim.AUTO
-        shapes.append(spec)
+        specs = []
+        for _ in st.leaves(v):
+            spec = {0: batch}
+            for k, group in axes or ():
+                if pos in group:
+                    spec[k] = Dim.AUTO
+            specs.append(spec)
+            pos += 1
+        shapes.append(st.unflatten(specs, v))
     return tuple(shapes)
 
 
 def export_module(module: nn.Module, inputs: Sequence[Any], names: Sequence[str], output_names: Sequence[str],
-                  path: Path, opset: int = 20, dynamic_axes: dict[int, list[int]] | None = None, what: str = "module"):
-    """``torch.onnx.export(dynamo=True)`` with a dynamic batch; raises :class:`OnnxExportError`."""
+                  path: Path, opset: int = 20, dynamic_axes: Axes | None = None, what: str = "module"):
+    """``torch.onnx.export(dynamo=True)`` with a dynamic batch; raises :class:`OnnxExportError`.
+
+    ``inputs`` are the module's (structured) arguments; ``names`` the flat input names, one per
+    tensor leaf in the order the exporter flattens them (see :class:`Signature`)."""
     module = module.eval()
-    axes = dynamic_axes or {}
+    axes = list(dynamic_axes or [])
     grads = [(p, p.requires_grad) for p in module.parameters()]
     for p, _ in grads:  # an inference graph: no autograd bookkeeping (scan would trace a joint graph)
         p.requires_grad_(False)
@@ -182,13 +262,12 @@ def export_module(module: nn.Module, inputs: Sequence[Any], names: Sequence[str]
 
 
 def _export(module, inputs, names, output_names, path, opset, axes, what):
-    kept = [(n, v) for n, v in zip(names, inputs)]
-    args = tuple(v for _, v in kept)
+    args = tuple(inputs)
     try:
         with quiet():
             prog = torch.onnx.export(module, args, dynamo=True, opset_version=opset,
                                      dynamic_shapes=dynamic_shapes_for(args, axes),
-                                     input_names=[n for n, _ in kept], output_names=list(output_names),
+                                     input_names=list(names), output_names=list(output_names),
                                      verbose=False, report=False, external_data=False)
     except Exception as exc:  # noqa: BLE001 - re-raised as one readable error
         raise explain_failure(exc, module, what) from exc

@@ -118,7 +118,7 @@ class TensorRTExporter(Exporter):
     def load_runtime(cls, directory, pipe, backend: str = "tensorrt", device=None, file: str = "model.engine",
                      **kwargs):  # pragma: no cover - needs a GPU
         """Network stand-in running ``<directory>/model.engine`` (conditioner / folded CFG live in it)."""
-        from diffusekit_onnx.graphs import guidance_scale
+        from diffusekit_onnx import metadata
         from diffusekit_onnx.runtime import EncodedInGraph
 
         from .runtime import TensorRTModule
@@ -130,10 +130,12 @@ class TensorRTExporter(Exporter):
             raise ConfigError(f"{path} not found; build it on a GPU machine: dk.export(pipe, 'tensorrt', '{path}')",
                               loc="backend")
         plan = json.loads((Path(directory) / PLAN_FILE).read_text()) if (Path(directory) / PLAN_FILE).exists() else {}
-        module = TensorRTModule(path, sample_shape=pipe.sample_shape)
+        onnx_path = path.with_suffix(".onnx")  # the verified ONNX model the engine was built from
+        module = TensorRTModule(path, sample_shape=pipe.sample_shape,
+                                meta=metadata.read(onnx_path) if onnx_path.exists() else None)
         meta = plan.get("onnx", {})
-        if "cond" in meta.get("inputs", []) and pipe.conditioner is not None:
+        if any(n == "cond" or n.startswith("cond.") for n in meta.get("inputs", [])) and pipe.conditioner is not None:
             pipe.conditioner = EncodedInGraph(pipe.conditioner)
         if meta.get("extra", {}).get("guidance_scale") is not None:
-            pipe.guidance = [g for g in pipe.guidance if guidance_scale(g) is None]
+            pipe.guidance = [g for g in pipe.guidance if not g.foldable_cfg]
         return module

@@ -12,6 +12,10 @@ x0_lam = x0_u + lam (x0_c - x0_u), lam in [0, 1], but the DDIM step renoises wit
 them separately by the class attribute ``renoise_eps = True`` (DDIM form), and CFG++ refuses
 other samplers in ``check_fit``.
 
+Per-call state (the sampler's grid and renoise ratios for ``equivalent_w``) lives on the bound
+copy that :meth:`~diffusekit.guidance.Guidance.bind` returns for each ``Pipeline.sample`` call,
+so one guidance object may be shared by several pipelines.
+
 Equivalence [derived]: for a DDIM step t -> s on x_t = a x0 + c eps that renoises with
 k eps (k = c_s for eta = 0, sqrt(c_s^2 - sigma^2) otherwise), CFG++ with lam is exactly CFG with
 w = lam / (1 - r), r = (k / a_s) / (c_t / a_t) (the sampler's ``renoise_ratio``). Hence ``equivalent_w``
@@ -30,7 +34,7 @@ from diffusekit.denoiser import DenoiserWrapper, per_sample_time
 from diffusekit.errors import CompatibilityError, ConfigError
 from diffusekit.guidance import Guidance
 from diffusekit.parameterization import Prediction
-from diffusekit.process import AffineGaussian, bcast
+from diffusekit.process import AdditiveGaussian, bcast
 from diffusekit.config import ComponentConfig, validate_params
 
 from .batching import conditional_pair
@@ -51,14 +55,11 @@ class _ScaleMixin:
     @scale.setter
     def scale(self, value: float) -> None:
         self.config = validate_params(type(self.config), {**self.config.model_dump(), "scale": value},
-                                      loc=f"{type(self).__name__}")
-        spec = getattr(self, "_dk_spec", None)
-        if spec is not None:
-            self._dk_spec = (spec[0], spec[1], self.config.model_dump(mode="json"))
+                                      loc=f"{type(self).__name__}")  # the saved spec follows self.config
 
 
-def _needs_null(pipe, name: str) -> None:
-    if pipe.conditioner is None:
+def _needs_null(fit, name: str) -> None:
+    if fit.conditioner is None:
         raise CompatibilityError(
             f"guidance {name!r} needs a conditioner with a null condition; add e.g. "
             "conditioner={'name': 'label', 'num_classes': K} (trained with dropout > 0)")
@@ -72,8 +73,13 @@ class _PairDenoiser(DenoiserWrapper):
 
     def __init__(self, inner, conditioner, guidance):
         super().__init__(inner)
-        self.conditioner = conditioner
+        self._conditioner = conditioner
         self.guidance = guidance
+
+    @property
+    def conditioner(self):
+        """The conditioner whose null condition forms the unconditional half."""
+        return self._conditioner
 
     @property
     def scale(self) -> float:
@@ -101,12 +107,13 @@ class CFG(_ScaleMixin, Guidance):
     """Classifier-free guidance, batched in one network call (Ho & Salimans 2022)."""
 
     Config = CFGConfig
+    foldable_cfg = True
 
     def wrap(self, denoiser, conditioner=None):
         return CFGDenoiser(denoiser, conditioner, self)
 
-    def check_fit(self, pipe) -> None:
-        _needs_null(pipe, "cfg")
+    def check_fit(self, fit) -> None:
+        _needs_null(fit, "cfg")
 
 
 class CFGPPConfig(ComponentConfig):
@@ -131,35 +138,36 @@ class CFGPlusPlus(_ScaleMixin, Guidance):
     """CFG++: guided x0, unconditional eps for renoising (needs a ``renoise_eps`` sampler)."""
 
     Config = CFGPPConfig
-    requires = (AffineGaussian,)
-
-    def __init__(self, **params: Any) -> None:
-        super().__init__(**params)
-        self._grid: torch.Tensor | None = None
+    requires = (AdditiveGaussian,)
+    #: per call (set on the bound copy when ``equivalent_w`` is set): the sampler's time grid
+    #: (steps + 1,) and the renoise ratios r_i with a trailing 0 (steps + 1,), float64
+    _grid: Optional[torch.Tensor] = None
+    _r: Optional[torch.Tensor] = None
 
     def wrap(self, denoiser, conditioner=None):
         return CFGPPDenoiser(denoiser, conditioner, self)
 
-    def check_fit(self, pipe) -> None:
-        _needs_null(pipe, "cfg++")
-        sampler = pipe.sampler
-        if not getattr(sampler, "renoise_eps", False):
+    def check_fit(self, fit) -> None:
+        _needs_null(fit, "cfg++")
+        sampler = fit.sampler
+        if sampler is None:
+            return
+        if not sampler.renoise_eps:
             raise CompatibilityError(
                 f"cfg++ renoises with the unconditional eps, which needs a sampler whose update is "
                 f"x_s = a_s x0 + c_s eps (class attribute renoise_eps = True, e.g. DDIM); "
                 f"{type(sampler).__name__} does not declare it. Use 'cfg' with this sampler instead")
-        if self.config.equivalent_w is not None:
-            ratio = getattr(sampler, "renoise_ratio", None)
-            plan = getattr(sampler, "build_plan", None)
-            if ratio is not None:
-                grid, r = ratio(pipe.process)
-            elif plan is not None:  # deterministic DDIM: k = c_s
-                grid = plan(pipe.process).t.to(torch.float64)
-                a, _, c = (v.to(torch.float64) for v in pipe.process.coefficients(grid))
-                r = (c[1:] / a[1:]) / (c[:-1] / a[:-1])
-            else:
-                raise CompatibilityError("cfg++ equivalent_w needs a fixed-step sampler (build_plan / renoise_ratio)")
-            self._grid, self._r = grid.to(torch.float64), torch.cat([r.to(torch.float64), r.new_zeros(1)])
+        if self.config.equivalent_w is not None and sampler.renoise_ratio(fit.process) is None:
+            raise CompatibilityError(
+                f"cfg++ equivalent_w needs the sampler's per-step renoise ratios (Sampler.renoise_ratio); "
+                f"{type(sampler).__name__} does not report them. Use a fixed scale instead")
+
+    def bound(self, cond: Any, fit) -> None:
+        if self.config.equivalent_w is None:
+            return
+        grid, r = fit.sampler.renoise_ratio(fit.process)
+        self._grid = grid.to(torch.float64)
+        self._r = torch.cat([r.to(torch.float64), r.new_zeros(1, dtype=torch.float64)])
 
     def lam(self, t: torch.Tensor, process) -> torch.Tensor:
         """Per-sample lambda: the constant scale, or w (1 - r) at this step of the grid."""
@@ -167,8 +175,8 @@ class CFGPlusPlus(_ScaleMixin, Guidance):
         if w is None:
             return torch.full_like(t, self.scale)
         if self._grid is None:
-            raise ConfigError("cfg++ with equivalent_w must be attached to a Pipeline (check_fit reads the "
-                              "sampler's time grid)", loc="guidance.equivalent_w")
+            raise ConfigError("cfg++ with equivalent_w must be bound to a sampling call (Pipeline.sample binds it "
+                              "to the sampler's time grid)", loc="guidance.equivalent_w")
         grid = self._grid.to(t.device)
         i = (grid[None] - t.to(torch.float64)[:, None]).abs().argmin(1)  # step index, no host sync
         lam = w * (1 - self._r.to(t.device)[i])

@@ -20,7 +20,7 @@ from diffusekit.denoiser import DenoiserWrapper, per_sample_time
 from diffusekit.errors import ConfigError
 from diffusekit.guidance import Guidance
 from diffusekit.parameterization import Prediction
-from diffusekit.process import AffineGaussian, bcast
+from diffusekit.process import AdditiveGaussian, bcast
 
 
 class ClassifierConfig(ComponentConfig):
@@ -54,7 +54,7 @@ class ClassifierGuidance(Guidance):
     """Gradient of log p(y | x_t) from a user classifier (needs autograd)."""
 
     Config = ClassifierConfig
-    requires = (AffineGaussian,)
+    requires = (AdditiveGaussian,)
     needs_grad = True
 
     def __init__(self, classifier: Optional[Callable[..., torch.Tensor]] = None, **params: Any) -> None:

@@ -26,13 +26,12 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from diffusekit.conditioner import Conditioner
-from diffusekit.config import ComponentConfig
+from diffusekit.conditioner import Conditioner, ConditionerConfig
 from diffusekit.errors import ConfigError, ShapeError
 from diffusekit.random import GeneratorLike, rand
 
 
-class LabelConfig(ComponentConfig):
+class LabelConfig(ConditionerConfig):
     num_classes: int = Field(..., ge=1, description="number of classes K; label K is the null label")
     dropout: float = Field(0.1, ge=0.0, lt=1.0, description="training-time probability of the null label (CFG)")
     embed_dim: int = Field(0, ge=0, description="0: pass label ids to the network; > 0: learned embedding width")
@@ -76,7 +75,7 @@ class LabelConditioner(Conditioner):
         return super().drop(self.validate(cond), generator)
 
 
-class ArrayConfig(ComponentConfig):
+class ArrayConfig(ConditionerConfig):
     mode: Literal["concat", "film"] = Field("concat", description="concat: pass through; film: project to a vector")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="training-time probability of the null array (CFG)")
     null_value: float = Field(0.0, description="fill value of the null (unconditional) array")

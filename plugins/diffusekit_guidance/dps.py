@@ -32,7 +32,7 @@ from diffusekit.denoiser import DenoiserWrapper, per_sample_time
 from diffusekit.errors import CompatibilityError, ConfigError, ShapeError
 from diffusekit.guidance import Guidance
 from diffusekit.parameterization import Prediction
-from diffusekit.process import AffineGaussian, bcast
+from diffusekit.process import AdditiveGaussian, bcast
 
 
 class DPSConfig(ComponentConfig):
@@ -76,7 +76,7 @@ class DPS(Guidance):
     """Diffusion posterior sampling for y = A(x0) + noise with a differentiable operator A."""
 
     Config = DPSConfig
-    requires = (AffineGaussian,)
+    requires = (AdditiveGaussian,)
     needs_grad = True
 
     def __init__(self, operator: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
@@ -107,6 +107,6 @@ class DPS(Guidance):
                                      "use mode='score' with this sampler")
         return (x - pred.get("dps_grad")).detach()
 
-    def bind(self, cond: Any) -> None:
+    def bound(self, cond: Any, fit) -> None:
         if self.measurement is not None and self.measurement.ndim == 0:
             raise ShapeError("dps measurement must be a tensor (B, ...) or one per-sample measurement")

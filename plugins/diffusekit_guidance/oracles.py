@@ -22,6 +22,7 @@ import math
 import torch
 from torch import nn
 
+from diffusekit.network import Network
 from diffusekit.random import GeneratorLike, rand, randn
 from diffusekit.testing import GaussianMixture
 
@@ -101,7 +102,7 @@ class ClassConditionalMixture:
         return float((self.labels[logw.argmax(1)] == labels).double().mean())
 
 
-class ClassConditionalOracle(nn.Module):
+class ClassConditionalOracle(Network):
     """Exact x0-network for a :class:`ClassConditionalMixture` (use with the ``x0``
     parameterization and the ``label`` conditioner, ``embed_dim = 0``); label C = null."""
 
@@ -114,6 +115,13 @@ class ClassConditionalOracle(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond=None) -> torch.Tensor:
         a, _, c = self.process.coefficients(t.to(torch.float64))
         return self.data.posterior_mean(x.to(torch.float64), a, c, cond).to(x.dtype)
+
+    def example_inputs(self, batch: int = 4):
+        """(x_t, t, labels) with t halfway through the process's time range."""
+        g = torch.Generator().manual_seed(0)
+        t = torch.full((batch,), 0.5 * (float(self.process.t_min) + float(self.process.t_max)))
+        labels = torch.randint(0, self.data.num_classes, (batch,), generator=g)
+        return torch.randn(batch, self.data.dim, generator=g), t, labels
 
 
 class ExactClassifier(nn.Module):

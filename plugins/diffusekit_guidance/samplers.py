@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from diffusekit.process import AffineGaussian
+from diffusekit.process import AdditiveGaussian, PinnedBridge
 from diffusekit.random import randn_like
 from diffusekit.sampler import Plan, SamplerConfig, StepSampler
 
@@ -33,7 +33,9 @@ class DDIMRenoise(StepSampler):
     """DDIM x_s = a_s x0 + k eps + sigma z reading x0 and eps separately (renoise_eps)."""
 
     Config = DDIMRenoiseConfig
-    requires = (AffineGaussian,)
+    requires = (AdditiveGaussian,)
+    #: eps = (x - a x0 - b y) / c is undefined where a bridge is pinned (c = 0)
+    excludes = (PinnedBridge,)
     renoise_eps = True
 
     @property
@@ -55,7 +57,8 @@ class DDIMRenoise(StepSampler):
 
     def renoise_ratio(self, process) -> tuple[torch.Tensor, torch.Tensor]:
         """(grid, r_i) with r_i = (k_i / a_{i+1}) / (c_i / a_i): a CFG++ step with lambda equals CFG
-        with w = lambda / (1 - r_i) (see diffusekit_guidance.cfg)."""
+        with w = lambda / (1 - r_i) (the :meth:`diffusekit.sampler.Sampler.renoise_ratio` hook that
+        CFG++ ``equivalent_w`` reads; see diffusekit_guidance.cfg)."""
         plan = self.build_plan(process)
         co = plan.coef
         return plan.t, (co["k"] / co["a_next"]) / (co["c"] / co["a"])

@@ -14,8 +14,10 @@ on normalisation; at t = T the weights start at (sum_i beta_i - 1) log p_T(x_T) 
 Increments use the left point of each Euler-Maruyama step. Populations of ``group_size``
 particles are resampled systematically when their ESS drops below ``ess_threshold * M``; the
 final population is resampled once more (``final_resample``) so it is equally weighted.
-The weights of the last run are in ``log_weights``; particles interact, so results depend on
-the batch composition (by design).
+Each ``Pipeline.sample`` call runs on a bound copy (:meth:`~diffusekit.guidance.Guidance.bind`)
+holding that call's state: ``log_weights``, ``num_resampled`` and the resampling generator
+(seeded with ``seed`` per call); the object configured by the user is never changed. Particles
+interact, so results depend on the batch composition (by design).
 
 ``target="posterior"`` (inverse problems y = A(x0) + sigma_y n) is twisted SMC (Wu et al. 2023,
 "Practical and Asymptotically Exact Conditional Sampling in Diffusion Models", TDS): the twist
@@ -44,7 +46,7 @@ from diffusekit.denoiser import Denoiser, DenoiserWrapper, per_sample_time
 from diffusekit.errors import CompatibilityError, ConfigError
 from diffusekit.guidance import Guidance
 from diffusekit.parameterization import Prediction
-from diffusekit.process import SDE, AffineGaussian, bcast
+from diffusekit.process import SDE, AdditiveGaussian, PriorDensity, bcast, has_capability
 
 from .batching import conditional_pair
 from .resampling import gather_state, population_size, systematic_resample
@@ -73,9 +75,14 @@ class FKDenoiser(DenoiserWrapper):
 
     def __init__(self, inner, conditioner, guidance: "SMC", expert: Optional[Denoiser] = None):
         super().__init__(inner)
-        self.conditioner = conditioner
+        self._conditioner = conditioner
         self.guidance = guidance
         self.expert = expert
+
+    @property
+    def conditioner(self):
+        """The conditioner whose null condition the cfg target uses."""
+        return self._conditioner
 
     @property
     def nfe(self) -> int:
@@ -125,20 +132,21 @@ class SMC(Guidance):
     """Feynman-Kac corrector weights + SMC resampling for annealed / product / CFG targets."""
 
     Config = SMCConfig
-    requires = (AffineGaussian, SDE)
+    requires = (AdditiveGaussian, SDE)
+    #: per call (set on the bound copy): log-weights of the particles after the last step
+    log_weights: Optional[torch.Tensor] = None
+    #: per call: number of populations resampled so far (a device tensor)
+    num_resampled: Optional[torch.Tensor] = None
+    _steps: Optional[int] = None
+    _final_deterministic: bool = False
+    _gen: Optional[torch.Generator] = None
+    _pending: Optional[torch.Tensor] = None
 
     def __init__(self, expert: Any = None, operator: Any = None, measurement: Any = None, **params: Any) -> None:
         super().__init__(**params)
         self.expert = expert
         self.operator = operator
         self.measurement = None if measurement is None else torch.as_tensor(measurement)
-        self.log_weights: torch.Tensor | None = None
-        self.num_resampled: torch.Tensor | None = None
-        self._steps: int | None = None
-        self._final_deterministic = False
-        self._process = None
-        self._parameterization = None
-        self._gen = torch.Generator().manual_seed(self.config.seed)
 
     @property
     def betas_sum(self) -> float:
@@ -152,44 +160,50 @@ class SMC(Guidance):
         var = self.config.noise ** 2 if var is None else var
         return -(r * r).sum(1) / (2 * var)
 
-    def check_fit(self, pipe) -> None:
+    def check_fit(self, fit) -> None:
         cfg = self.config
-        if not getattr(pipe.sampler, "stochastic", False):
+        sampler = fit.sampler
+        if sampler is not None and not sampler.stochastic:
             raise CompatibilityError(
-                f"smc weights are derived for the reverse SDE; sampler {type(pipe.sampler).__name__} is not "
+                f"smc weights are derived for the reverse SDE; sampler {type(sampler).__name__} is not "
                 "stochastic. Use e.g. sampler={'name': 'euler-maruyama', 'steps': 500}")
-        if cfg.target == "cfg" and pipe.conditioner is None:
+        if cfg.target == "cfg" and fit.conditioner is None:
             raise CompatibilityError("smc target='cfg' needs a conditioner with a null condition")
         if cfg.target == "product" and self.expert is None:
             raise ConfigError("smc target='product' needs a second expert: SMC(expert=network_or_denoiser, ...)",
                               loc="guidance.expert")
-        if abs(self.betas_sum - 1.0) > 0 and not hasattr(pipe.process, "prior_logp"):
+        if abs(self.betas_sum - 1.0) > 0 and not has_capability(fit.process, PriorDensity):
             raise CompatibilityError(f"smc target {cfg.target!r} reweights the prior and needs "
-                                     f"{type(pipe.process).__name__}.prior_logp")
+                                     f"{type(fit.process).__name__}.prior_logp")
         if cfg.target == "posterior":
             from diffusekit.plugins import get_registry
 
             em = get_registry().get("sampler", "euler-maruyama").obj
-            if not isinstance(pipe.sampler, em):
+            if sampler is not None and not isinstance(sampler, em):
                 raise CompatibilityError("smc target='posterior' computes Euler-Maruyama kernel ratios; use "
                                          "sampler={'name': 'euler-maruyama', ...}")
             if self.operator is None or self.measurement is None:
                 raise ConfigError("smc target='posterior' needs SMC(operator=A, measurement=y, ...)",
                                   loc="guidance.operator")
-        self._steps = getattr(pipe.sampler.config, "steps", None)
-        self._final_deterministic = bool(getattr(pipe.sampler.config, "denoise_final", False))
-        self._process = pipe.process
-        self._parameterization = pipe.parameterization
+
+    def bound(self, cond: Any, fit) -> None:
+        self._steps = fit.sampler.steps
+        self._final_deterministic = fit.sampler.final_step_deterministic()
+        self._gen = torch.Generator().manual_seed(self.config.seed)
+        self.log_weights = None
+        self.num_resampled = None
+        self._pending = None
 
     def wrap(self, denoiser, conditioner=None):
         expert = self.expert
         if expert is not None and not isinstance(expert, (Denoiser, DenoiserWrapper)):
-            expert = Denoiser(expert, self._parameterization, denoiser.process)
+            expert = Denoiser(expert, denoiser.parameterization, denoiser.process)
         return FKDenoiser(denoiser, conditioner, self, expert)
 
-    def bind(self, cond: Any) -> None:
-        self._gen = torch.Generator().manual_seed(self.config.seed)
-        self.log_weights = None
+    def _generator(self) -> torch.Generator:
+        if self._gen is None:
+            raise ConfigError("smc must be bound to a sampling call (Pipeline.sample binds it)", loc="guidance")
+        return self._gen
 
     def on_step(self, x: Any, info: dict[str, Any]) -> Any:
         if self.config.target == "posterior":
@@ -203,14 +217,14 @@ class SMC(Guidance):
         if info["i"] == 0 or self.log_weights is None:
             lw = torch.zeros(b, dtype=torch.float64, device=pred.t.device)
             if self.betas_sum != 1.0:
-                lw = lw + (self.betas_sum - 1.0) * self._process.prior_logp(pred.x_t).to(torch.float64)
+                lw = lw + (self.betas_sum - 1.0) * pred.process.prior_logp(pred.x_t).to(torch.float64)
             self.log_weights = lw
             self.num_resampled = torch.zeros((), dtype=torch.long, device=pred.t.device)
         dtau = (pred.t - info["t"]).abs().to(torch.float64)
         self.log_weights = self.log_weights + pred.get("fk_rate").to(torch.float64) * dtau
         last = self._steps is not None and info["i"] == self._steps - 1
         flat, self.log_weights, need = systematic_resample(
-            self.log_weights, group, self.config.ess_threshold, self._gen, force=last and self.config.final_resample)
+            self.log_weights, group, self.config.ess_threshold, self._generator(), force=last and self.config.final_resample)
         self.num_resampled = self.num_resampled + need.sum()
         return gather_state(x, flat)
 
@@ -230,10 +244,10 @@ class SMC(Guidance):
             pending = self._pending + log_h  # completes w_{i-1} with h_i(x_i)
         # resample whole paths by the weights of the past (w_{i-1}); x holds x_{i+1}
         lw = self.log_weights + pending
-        flat, self.log_weights, need = systematic_resample(lw, group, self.config.ess_threshold, self._gen)
+        flat, self.log_weights, need = systematic_resample(lw, group, self.config.ess_threshold, self._generator())
         self.num_resampled = self.num_resampled + need.sum()
         # start w_i = p/r(x_{i+1} | x_i) h_{i+1}(x_{i+1}) / h_i(x_i) for the selected paths
-        process = self._process
+        process = pred.process
         t_i, t_next = pred.t, info["t"]
         dt = (t_next - t_i).to(x.dtype)  # negative
         last = self._steps is not None and i == self._steps - 1
@@ -251,7 +265,7 @@ class SMC(Guidance):
         if last:
             final = self.log_weights + pending + self.log_likelihood(x).to(torch.float64)
             flat, self.log_weights, need = systematic_resample(
-                final, group, self.config.ess_threshold, self._gen, force=self.config.final_resample)
+                final, group, self.config.ess_threshold, self._generator(), force=self.config.final_resample)
             self.num_resampled = self.num_resampled + need.sum()
             return gather_state(x, flat)
         self._pending = pending

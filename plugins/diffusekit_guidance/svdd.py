@@ -16,8 +16,13 @@ sampler needs at its next step, so they are served from a cache (the sampler pas
 state object back). NFE therefore equals ``steps`` (each call on a batch of B M rows), counted
 honestly by the inner denoiser; a sampler that copies the state falls back to fresh calls.
 
-Continuous processes use ``prediction.x0``; discrete (masked) processes with a ``logits``
-prediction decode x0_hat = argmax logits at masked positions (``mask_id``), keeping the others.
+Continuous processes use ``prediction.x0``; discrete processes with a ``logits`` prediction
+decode x0_hat = argmax logits (for an :class:`~diffusekit.process.Absorbing` process only at the
+masked positions, ``mask_id``, keeping the others).
+
+Each ``Pipeline.sample`` call runs on a bound copy (:meth:`~diffusekit.guidance.Guidance.bind`)
+holding the call's condition, step count, selection generator and the selected ``values``; the
+object configured by the user is never changed.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from diffusekit.denoiser import DenoiserWrapper, per_sample_time
 from diffusekit.errors import CompatibilityError, ConfigError, ShapeError
 from diffusekit.guidance import Guidance
 from diffusekit.parameterization import Prediction
+from diffusekit.process import Absorbing
 
 from .resampling import gather_state, population_size
 
@@ -45,9 +51,10 @@ class SVDDConfig(ComponentConfig):
 def decode_x0(pred: Prediction, x: Any) -> Any:
     """Posterior-mean x0_hat (continuous) or argmax decode at masked positions (discrete)."""
     if "logits" in pred.kinds:
-        mask_id = getattr(pred.process, "mask_id", None)
         best = pred.logits.argmax(-1)
-        return best if mask_id is None else torch.where(x == mask_id, best, x)
+        if isinstance(pred.process, Absorbing):
+            return torch.where(x == pred.process.mask_id, best, x)
+        return best
     return pred.x0
 
 
@@ -76,37 +83,47 @@ class SVDD(Guidance):
     """Derivative-free guidance by a black-box reward (soft value-based decoding)."""
 
     Config = SVDDConfig
+    #: per call (set on the bound copy): the reward of the selected candidate of each group
+    values: Optional[torch.Tensor] = None
+    _bound: bool = False
+    _denoiser: Optional[SVDDDenoiser] = None
+    _steps: Optional[int] = None
+    _cond: Any = None
+    _gen: Optional[torch.Generator] = None
 
     def __init__(self, reward: Optional[Callable[[Any], Any]] = None, **params: Any) -> None:
         super().__init__(**params)
         self.reward = reward
-        self._denoiser: SVDDDenoiser | None = None
-        self._steps: int | None = None
-        self._cond = None
-        self._gen = torch.Generator().manual_seed(self.config.seed)
-        self.values: torch.Tensor | None = None
 
-    def check_fit(self, pipe) -> None:
-        if not getattr(pipe.sampler, "stochastic", False):
+    def check_fit(self, fit) -> None:
+        sampler = fit.sampler
+        if sampler is None:
+            return
+        if not sampler.stochastic:
             raise CompatibilityError(
-                f"svdd selects among candidates drawn by a stochastic sampler; {type(pipe.sampler).__name__} is "
+                f"svdd selects among candidates drawn by a stochastic sampler; {type(sampler).__name__} is "
                 "deterministic (all candidates would coincide). Use e.g. euler-maruyama or an ancestral sampler")
-        if getattr(pipe.sampler.config, "cache", False):
+        if sampler.caches_predictions:
             raise CompatibilityError(
-                f"svdd replaces the state after each step, so {type(pipe.sampler).__name__}'s prediction cache "
+                f"svdd replaces the state after each step, so {type(sampler).__name__}'s prediction cache "
                 "would serve stale rows; pass cache=False to the sampler")
-        self._steps = getattr(pipe.sampler.config, "steps", None)
+
+    def bound(self, cond: Any, fit) -> None:
+        self._bound = True
+        self._denoiser = None
+        self._steps = fit.sampler.steps
+        self._cond = cond
+        self._gen = torch.Generator().manual_seed(self.config.seed)
+        self.values = None
 
     def wrap(self, denoiser, conditioner=None):
         if self.reward is None:
             raise ConfigError("svdd needs a reward: SVDD(reward=fn, ...) with fn(x0_batch) -> (N,) values",
                               loc="guidance.reward")
-        self._denoiser = SVDDDenoiser(denoiser)
-        return self._denoiser
-
-    def bind(self, cond: Any) -> None:
-        self._cond = cond
-        self._gen = torch.Generator().manual_seed(self.config.seed)
+        wrapped = SVDDDenoiser(denoiser)
+        if self._bound:  # the copy bound to this call serves the kept candidates' predictions
+            self._denoiser = wrapped
+        return wrapped
 
     def representatives(self, x: Any) -> Any:
         """One row per group of M identical rows."""
@@ -125,6 +142,9 @@ class SVDD(Guidance):
         ref = x if torch.is_tensor(x) else next(iter(x.values()))
         n = ref.shape[0]
         m = population_size(n, self.config.particles)
+        if self._denoiser is None:
+            raise ConfigError("svdd must be bound to a sampling call (Pipeline.sample binds and wraps it)",
+                              loc="guidance")
         last = self._steps is not None and info["i"] == self._steps - 1
         pred = None
         with torch.no_grad():

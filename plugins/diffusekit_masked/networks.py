@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from diffusekit.config import ComponentConfig
+from diffusekit.network import Network
 
 
 class TransformerConfig(ComponentConfig):
@@ -51,7 +52,7 @@ class Block(nn.Module):
         return h + self.drop(self.mlp(self.norm2(h)))
 
 
-class Transformer(nn.Module):
+class Transformer(Network):
     """Bidirectional transformer denoiser for masked diffusion over sequences of ``seq_len``."""
 
     Config = TransformerConfig

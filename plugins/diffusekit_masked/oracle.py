@@ -13,6 +13,8 @@ import math
 import torch
 from torch import nn
 
+from diffusekit.network import Network
+
 
 def all_sequences(vocab_size: int, length: int) -> torch.Tensor:
     """Every sequence in lexicographic order, shape (V^L, L); row j is the base-V digits of j."""
@@ -33,7 +35,7 @@ def entropy(p: torch.Tensor) -> float:
     return float(-(nz * nz.log()).sum())
 
 
-class JointOracle(nn.Module):
+class JointOracle(Network):
     """Exact p(x0^i | x_t) for a joint ``probs`` of shape (V,) * L; output (B, L, V + 1) logits
     (log-probabilities, mask column -inf). ``time_conditioned = False``."""
 
@@ -58,3 +60,11 @@ class JointOracle(nn.Module):
         marg = (w @ self.onehot).view(x_t.shape[0], self.length, self.vocab_size)
         logp = torch.log(marg / marg.sum(-1, keepdim=True))
         return torch.cat([logp, torch.full_like(logp[..., :1], -math.inf)], -1)
+
+    def example_inputs(self, batch: int = 4):
+        """(x_t with about half the tokens masked, t, None)."""
+        g = torch.Generator().manual_seed(0)
+        x = torch.randint(0, self.vocab_size, (batch, self.length), generator=g)
+        masked = torch.rand(batch, self.length, generator=g) < 0.5
+        x = torch.where(masked, torch.full_like(x, self.vocab_size), x).to(self.seqs.device)
+        return x, torch.full((batch,), 0.5, device=self.seqs.device), None

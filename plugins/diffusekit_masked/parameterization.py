@@ -17,7 +17,7 @@ from pydantic import Field
 from diffusekit.config import ComponentConfig
 from diffusekit.errors import ShapeError
 from diffusekit.parameterization import Parameterization, Prediction
-from diffusekit.process import Discrete, ForwardProcess
+from diffusekit.process import Absorbing, ForwardProcess
 from diffusekit.random import rand
 
 
@@ -43,10 +43,12 @@ class LogitsConfig(ComponentConfig):
 
 
 class Logits(Parameterization):
-    """Token log-probabilities with SUBS; loss = continuous-time NELBO per token (nats)."""
+    """Token log-probabilities with SUBS; loss = continuous-time NELBO per token (nats).
+
+    SUBS needs the absorbing state, so the process must be :class:`~diffusekit.process.Absorbing`."""
 
     Config = LogitsConfig
-    requires = (Discrete,)
+    requires = (Absorbing,)
     output = "logits"
 
     def predict(self, network, process: ForwardProcess, x_t: Any, t: torch.Tensor, cond: Any = None,

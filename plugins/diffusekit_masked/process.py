@@ -15,7 +15,7 @@ from pydantic import Field
 
 from diffusekit.config import ComponentConfig
 from diffusekit.errors import ConfigError, ShapeError
-from diffusekit.process import Discrete, ForwardProcess, Perturbed
+from diffusekit.process import Absorbing, ForwardProcess, Likelihood, Perturbed
 from diffusekit.random import GeneratorLike, rand
 
 from .schedules import MaskSchedule
@@ -32,8 +32,22 @@ class MaskedConfig(ComponentConfig):
     antithetic: bool = Field(True, description="stratified training times (u + i/B) mod 1 (MDLM)")
 
 
-class Masked(ForwardProcess, Discrete):
-    """Absorbing (masking) process; ``default_parameterization`` is ``logits`` (SUBS)."""
+class _FixedLogits(torch.nn.Module):
+    """``network(x, t) = logits`` of one fixed categorical per position (conformance probe)."""
+
+    def __init__(self, vocab_size: int) -> None:
+        super().__init__()
+        self.logits = torch.nn.Parameter(torch.linspace(1.0, -1.0, vocab_size))
+
+    def forward(self, x, t, cond=None):
+        return self.logits.expand(*x.shape, -1)
+
+
+class Masked(ForwardProcess, Absorbing, Likelihood):
+    """Absorbing (masking) process; ``default_parameterization`` is ``logits`` (SUBS).
+
+    Capabilities: :class:`~diffusekit.process.Absorbing` (``mask_id = vocab_size``) and
+    :class:`~diffusekit.process.Likelihood` (the ELBO, :meth:`log_likelihood`)."""
 
     Config = MaskedConfig
     t_max = 1.0
@@ -48,6 +62,16 @@ class Masked(ForwardProcess, Discrete):
         self.num_tokens = c.vocab_size + 1
         self.t_min = c.t_min
         self.schedule = MaskSchedule(c.schedule, c.exponent, c.eps)
+
+    # -- conformance ----------------------------------------------------------------------
+    def conformance_example(self, n: int, generator=None):
+        """``n`` random token sequences of length 6 (no condition)."""
+        u = rand((n, 6), generator, "cpu", torch.float32)
+        return (u * self.vocab_size).long().clamp_max(self.vocab_size - 1), None
+
+    def conformance_network(self, parameterization) -> torch.nn.Module:
+        """Fixed logits over the data tokens (a skewed categorical), for any sequence length."""
+        return _FixedLogits(self.vocab_size)
 
     # -- schedule -------------------------------------------------------------------------
     def alpha(self, t: torch.Tensor) -> torch.Tensor:

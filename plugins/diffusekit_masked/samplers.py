@@ -2,6 +2,7 @@
 and ``confidence`` (MaskGIT-style ordering). All categorical draws go through
 :func:`categorical.sample_categorical` in ``precision`` (float64 by default).
 
+The samplers need the absorbing state (:class:`~diffusekit.process.Absorbing`, ``mask_id``).
 Every sampler starts from a state whose masked positions are filled; unmasked positions of the
 initial state (a prefix, an inpainting context) are never changed.
 """
@@ -14,7 +15,8 @@ import torch
 from pydantic import Field
 
 from diffusekit.config import ComponentConfig
-from diffusekit.process import Discrete
+from diffusekit.network import time_conditioned
+from diffusekit.process import Absorbing
 from diffusekit.random import rand
 from diffusekit.sampler import Plan, Sampler, SamplerConfig, StepSampler
 
@@ -27,7 +29,8 @@ def _probs(pred, precision: str) -> torch.Tensor:
 
 
 def _time_agnostic(denoiser) -> bool:
-    return getattr(getattr(denoiser, "network", None), "time_conditioned", True) is False
+    """The denoiser's network declares ``time_conditioned = False`` (:class:`diffusekit.network.Network`)."""
+    return not time_conditioned(denoiser.network)
 
 
 # --------------------------------------------------------------------------- ancestral
@@ -50,9 +53,13 @@ class Ancestral(StepSampler):
     """
 
     Config = AncestralConfig
-    requires = (Discrete,)
+    requires = (Absorbing,)
     stochastic = True
-    accepts_parameterizations = ("logits",)
+    accepts_parameterizations = frozenset({"logits"})
+
+    @property
+    def caches_predictions(self) -> bool:  # type: ignore[override]
+        return self.config.cache
 
     def build_plan(self, process) -> Plan:
         t = torch.linspace(1.0, 0.0, self.config.steps + 1, dtype=torch.float64)
@@ -113,9 +120,9 @@ class FirstHitting(Sampler):
     """
 
     Config = FirstHittingConfig
-    requires = (Discrete,)
+    requires = (Absorbing,)
     stochastic = True
-    accepts_parameterizations = ("logits",)
+    accepts_parameterizations = frozenset({"logits"})
 
     def expected_nfe(self) -> Optional[int]:
         return None  # = number of masked tokens in the initial state
@@ -172,9 +179,9 @@ class Confidence(StepSampler):
     a deterministic-order heuristic that often helps few-step quality (mdlm#35, #36)."""
 
     Config = ConfidenceConfig
-    requires = (Discrete,)
+    requires = (Absorbing,)
     stochastic = True
-    accepts_parameterizations = ("logits",)
+    accepts_parameterizations = frozenset({"logits"})
 
     def build_plan(self, process) -> Plan:
         k = self.config.steps

@@ -16,7 +16,10 @@ import math
 from typing import Any
 
 import torch
-from torch import nn
+
+from diffusekit.network import Network
+
+from .processes import _SigmaTime
 
 
 def discrete_log_weights(x: torch.Tensor, sigma: torch.Tensor, points: torch.Tensor, weights: torch.Tensor,
@@ -42,7 +45,7 @@ def discrete_denoiser(x: torch.Tensor, sigma: torch.Tensor, points: torch.Tensor
     return (w @ yf).reshape(x.shape)
 
 
-class DiscreteOracle(nn.Module):
+class DiscreteOracle(Network):
     """Network returning the exact D(x, sigma) for discrete data; use it with
     ``dk.create("parameterization", "edm", precondition=False)`` so that it receives sigma."""
 
@@ -59,12 +62,18 @@ class DiscreteOracle(nn.Module):
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, cond: Any = None) -> torch.Tensor:
         return discrete_denoiser(x, sigma, self.points, self.weights, self.D).to(x.dtype)
 
+    def example_inputs(self, batch: int = 4):
+        """(x, sigma, None) with sigma = 1."""
+        g = torch.Generator().manual_seed(0)
+        return torch.randn(batch, *self.sample_shape, generator=g), torch.ones(batch), None
+
 
 def oracle_pipeline(process, points: torch.Tensor, weights: torch.Tensor | None = None, sampler: Any = None):
     """A pipeline whose denoiser is the exact discrete-data denoiser for ``process``'s D."""
     from diffusekit.api import create
     from diffusekit.pipeline import Pipeline
 
-    net = DiscreteOracle(points, weights, getattr(process, "D", math.inf))
+    D = process.D if isinstance(process, _SigmaTime) else math.inf  # the kernel's D (inf: Gaussian)
+    net = DiscreteOracle(points, weights, D)
     return Pipeline(process=process, network=net, sampler=sampler, sample_shape=net.sample_shape,
                     parameterization=create("parameterization", "edm", precondition=False))

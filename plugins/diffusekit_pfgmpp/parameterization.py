@@ -28,7 +28,7 @@ from pydantic import Field
 from diffusekit.config import ComponentConfig
 from diffusekit.errors import ShapeError
 from diffusekit.parameterization import Parameterization, Prediction
-from diffusekit.process import AffineGaussian, SigmaParameterized, bcast
+from diffusekit.process import AdditiveGaussian, SigmaParameterized, bcast
 
 
 class EDMConfig(ComponentConfig):
@@ -67,7 +67,7 @@ class EDMPrecond(Parameterization):
 
     def predict(self, network, process, x_t, t, cond=None, net_cond=None) -> Prediction:
         x0 = self.denoise(network, process, x_t, t, net_cond)
-        if isinstance(process, AffineGaussian):
+        if isinstance(process, AdditiveGaussian):
             return Prediction(process, x_t, t, cond, x0=x0)
         # Non-Gaussian kernels (PFGM++): eps = E[n / sigma | x] = (x - D) / sigma is still exact
         # (the posterior mean of the normalised perturbation); a score is not derivable.

@@ -8,9 +8,9 @@ kernel. Only the kernel and the prior differ:
 
 * ``pfgmpp``: x = y + n, n = R u, R = sigma sqrt(D) sqrt(Z/(1-Z)), Z ~ Beta(N/2, D/2) (heavy
   tailed, see :mod:`.kernel`); prior = the same kernel at sigma_max around 0. It is *not*
-  AffineGaussian (n is not Gaussian), so it offers SigmaParameterized only and predictions
+  AdditiveGaussian (n is not Gaussian), so it offers DenoisingODE only (deterministic solvers) and predictions
   cannot be turned into Gaussian scores.
-* ``edm``: x = y + sigma eps, eps ~ N(0, I); AffineGaussian with (a, b, c) = (1, 0, sigma) and
+* ``edm``: x = y + sigma eps, eps ~ N(0, I); AdditiveGaussian with (a, b, c) = (1, 0, sigma) and
   prior N(0, sigma_max^2 I).
 
 Training noise levels are log-normal, ln sigma ~ N(p_mean, p_std^2) (EDM Table 1: -1.2, 1.2).
@@ -26,7 +26,7 @@ import torch
 from pydantic import Field, field_validator, model_validator
 
 from diffusekit.config import ComponentConfig
-from diffusekit.process import AffineGaussian, ForwardProcess, Perturbed, SigmaParameterized, bcast
+from diffusekit.process import AdditiveGaussian, DenoisingODE, ForwardProcess, Perturbed, PriorDensity, bcast
 from diffusekit.random import randn
 
 from .kernel import kernel_log_prob, sample_perturbation
@@ -57,7 +57,7 @@ class PFGMPPConfig(SigmaConfig):
         return v
 
 
-class _SigmaTime(ForwardProcess, SigmaParameterized):
+class _SigmaTime(ForwardProcess, DenoisingODE, PriorDensity):
     """Shared sigma-as-time behaviour: t = sigma, log-normal training times."""
 
     Config = SigmaConfig
@@ -125,7 +125,7 @@ class PFGMPP(_SigmaTime):
         return sample_perturbation(shape, sigma, self.D, generator, device)
 
 
-class EDM(_SigmaTime, AffineGaussian):
+class EDM(_SigmaTime, AdditiveGaussian):
     """EDM (Karras et al. 2022) = PFGM++ with D -> inf: x = y + sigma eps, prior N(0, smax^2 I)."""
 
     def noise(self, shape, sigma, generator=None, device="cpu"):

@@ -11,6 +11,7 @@ import torch
 from pydantic import Field
 
 from diffusekit.config import ComponentConfig
+from diffusekit.state import Example
 
 _SPLIT_OFFSET = {"train": 0, "test": 1_000_003, "val": 2_000_003}
 
@@ -64,11 +65,12 @@ class DigitsConfig(ComponentConfig):
     split: Literal["train", "test"] = "train"
     test_fraction: float = Field(0.2, gt=0, lt=1)
     seed: int = 0
-    labels: bool = Field(False, description="return (images, labels)")
+    labels: bool = Field(False, description="return Example(x=images, cond=labels)")
 
 
 def digits(split: str = "train", test_fraction: float = 0.2, seed: int = 0, labels: bool = False):
-    """scikit-learn's 8x8 digits (1,797 images), as (N, 1, 8, 8) in [-1, 1]."""
+    """scikit-learn's 8x8 digits (1,797 images), as (N, 1, 8, 8) in [-1, 1]; with ``labels`` an
+    ``Example(x=images, cond=labels)``."""
     from sklearn.datasets import load_digits
 
     d = load_digits()
@@ -78,4 +80,4 @@ def digits(split: str = "train", test_fraction: float = 0.2, seed: int = 0, labe
     n_test = int(round(len(x) * test_fraction))
     idx = perm[:n_test] if split == "test" else perm[n_test:]
     xs = x[idx].unsqueeze(1)
-    return (xs, y[idx]) if labels else xs
+    return Example(xs, y[idx]) if labels else xs

@@ -21,7 +21,7 @@ from typing import Literal
 import torch
 
 from diffusekit.errors import CompatibilityError
-from diffusekit.process import SDE, AffineGaussian, ForwardProcess
+from diffusekit.process import SDE, AdditiveGaussian, ForwardProcess
 
 Discretization = Literal["transition", "euler"]
 
@@ -45,8 +45,8 @@ def step_coefficients(process: ForwardProcess, t: torch.Tensor, how: Discretizat
     Returns ``r`` and ``G2`` (forward step x_k = r x_{k+1} + G z) plus the marginal stds
     ``c_from`` = c(t_k) and ``c_to`` = c(t_{k+1}) and ``a_from`` / ``a_to``.
     """
-    if not isinstance(process, AffineGaussian):
-        raise CompatibilityError(f"{type(process).__name__} is not AffineGaussian; reverse-SDE steps need "
+    if not isinstance(process, AdditiveGaussian):
+        raise CompatibilityError(f"{type(process).__name__} is not AdditiveGaussian; reverse-SDE steps need "
                                  "closed-form marginals a(t), c(t)")
     t = t.to(torch.float64)
     a, _, c = (v.to(torch.float64) for v in process.coefficients(t))
@@ -64,11 +64,3 @@ def step_coefficients(process: ForwardProcess, t: torch.Tensor, how: Discretizat
         raise ValueError(how)
     out["r"], out["G2"] = r, g2
     return out
-
-
-def require_no_endpoint(sampler, process, x, cond) -> None:
-    """The reverse-SDE rules assume b(t) = 0 (x_t = a x0 + c eps); refuse conditioned endpoints."""
-    if isinstance(process, AffineGaussian) and process.endpoint(cond, x) is not None:
-        raise CompatibilityError(
-            f"{type(sampler).__name__} assumes x_t = a(t) x0 + c(t) eps (b = 0), but {type(process).__name__} "
-            "has a condition endpoint y; use the sampler of that process's plugin (e.g. sgmse-pc) or 'ode'")

@@ -10,6 +10,7 @@ from pydantic import Field
 from torch import nn
 
 from diffusekit.config import ComponentConfig
+from diffusekit.network import Network
 
 
 class FourierTime(nn.Module):
@@ -59,7 +60,7 @@ class _Block(nn.Module):
         return h + self.lin2(self.act(self.lin1(self.act(h)) + self.emb(emb)))
 
 
-class MLP(nn.Module):
+class MLP(Network):
     """Residual MLP f(x, t, cond) for vectors of shape (B, dim); the time (and label)
     embedding conditions every block, not only the input layer."""
 

@@ -2,7 +2,7 @@
 through torchdiffeq (rtol = atol = 1e-5, as the reference code's scipy RK45) or fixed-step
 Euler / Heun / RK4 on a registered time grid.
 
-For an AffineGaussian process x_t = a x0 + b y + c eps the velocity is
+For an AdditiveGaussian process x_t = a x0 + b y + c eps the velocity is
 dx/dt = a' x0_hat + b' y + c' eps_hat, which equals f - g^2 score / 2 for the linear SDEs and
 needs only the denoiser's x0 / eps predictions. NFE: euler n, heun 2n - 1 (Euler on the last
 step), rk4 4n, rk45 adaptive (reported by the denoiser's counter). ``denoise_final`` replaces
@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from diffusekit.process import AffineGaussian, bcast
+from diffusekit.process import AdditiveGaussian, PinnedBridge, bcast
 from diffusekit.sampler import FiniteTracker, Sampler, SamplerConfig
 
 
@@ -43,7 +43,9 @@ class ProbabilityFlowODE(Sampler):
     """Probability-flow ODE from t_max to t_min: adaptive RK45 (torchdiffeq) or fixed step."""
 
     Config = ODEConfig
-    requires = (AffineGaussian,)
+    requires = (AdditiveGaussian,)
+    #: the velocity uses eps_hat = (x - a x0 - b y) / c, undefined where a bridge is pinned
+    excludes = (PinnedBridge,)
 
     def expected_nfe(self):
         m = self.config.method

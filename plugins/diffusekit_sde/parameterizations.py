@@ -1,4 +1,4 @@
-"""Gaussian parameterizations eps, x0, v, score for any AffineGaussian process.
+"""Gaussian parameterizations eps, x0, v, score for any AdditiveGaussian process.
 
 Loss (Song et al. 2021, eq. 7) with x_t = a x0 + b y + c eps, t ~ p(t):
 
@@ -20,8 +20,9 @@ from pydantic import Field
 from diffusekit.config import ComponentConfig
 from diffusekit.errors import CompatibilityError
 from diffusekit.parameterization import Parameterization, Prediction
-from diffusekit.process import SDE, AffineGaussian, bcast
+from diffusekit.process import SDE, AdditiveGaussian, Product, bcast
 from diffusekit.random import rand
+from diffusekit.state import batch_size, first_leaf
 
 
 class GaussianLossConfig(ComponentConfig):
@@ -62,16 +63,41 @@ class _ImportanceSampler:
 
 
 class GaussianParameterization(Parameterization):
-    """Base of eps / x0 / v / score parameterizations."""
+    """Base of eps / x0 / v / score parameterizations.
+
+    On a Product process (dict states) the network returns one output per key; the loss is
+    the sum over keys of each key's loss under its own component's coefficients, at one
+    shared time per sample."""
 
     Config = GaussianLossConfig
-    requires = (AffineGaussian,)
+    requires = (AdditiveGaussian,)
+    supports_product = True
 
     def _target(self, x0, eps, a, c, z_t):
         raise NotImplementedError
 
+    def _product_loss(self, denoiser, x0, cond, generator):
+        process = denoiser.process
+        cfg = self.config
+        if cfg.weighting != "native" or cfg.importance_sampling:
+            raise CompatibilityError(f"{type(self).__name__}: a Product process trains with weighting='native' "
+                                     f"(per-key losses), got weighting={cfg.weighting!r}")
+        t = process.sample_time(batch_size(x0), generator, first_leaf(x0).device)
+        pert = process.perturb(x0, t, cond, generator)
+        pred = denoiser(pert.x_t, t, cond)
+        out = pred.get(self.output)
+        total = 0.0
+        for k, p in process.components.items():
+            a, _, c = p.coefficients(t)
+            xk = x0[k]
+            target = self._target(xk, pert.noise[k], bcast(a, xk), bcast(c, xk), pert.x_t[k])
+            total = total + _reduce((out[k] - target) ** 2, cfg.reduce).mean()
+        return total
+
     def loss(self, denoiser, x0, cond=None, generator=None):
         process = denoiser.process
+        if isinstance(process, Product):
+            return self._product_loss(denoiser, x0, cond, generator)
         cfg = self.config
         n = x0.shape[0]
         iw = None
@@ -81,7 +107,7 @@ class GaussianParameterization(Parameterization):
             cache = self.__dict__.setdefault("_is", {})
             key = id(process)
             if key not in cache:
-                cache[key] = _ImportanceSampler(process, getattr(process.config, "train_eps", process.t_min))
+                cache[key] = _ImportanceSampler(process, process.train_t_min)
             t = cache[key].sample(n, generator, x0.device)
             iw = cache[key].Z
         else:
@@ -140,7 +166,7 @@ class Score(GaussianParameterization):
         return -eps / c
 
     def loss(self, denoiser, x0, cond=None, generator=None):
-        if self.config.weighting == "native":
+        if self.config.weighting == "native" and not isinstance(denoiser.process, Product):
             # sigma^2 weighting: |c * s_theta + eps|^2 (Song et al. 2021, losses.py)
             process = denoiser.process
             t = process.sample_time(x0.shape[0], generator, x0.device)

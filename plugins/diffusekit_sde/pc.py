@@ -26,11 +26,12 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from diffusekit.process import SDE, AffineGaussian, bcast
+from diffusekit.process import SDE, AdditiveGaussian, EndpointConditioned, bcast
 from diffusekit.random import randn_like
-from diffusekit.sampler import Plan, StepSampler
+from diffusekit.sampler import Plan, StepSampler, per_component
+from diffusekit.state import batch_size
 
-from .discretization import require_no_endpoint, step_coefficients, time_grid
+from .discretization import step_coefficients, time_grid
 from .predictors import PREDICTORS, Predictor
 from .samplers import AncestralConfig
 
@@ -66,11 +67,20 @@ def annealed_langevin_step(x: torch.Tensor, score: torch.Tensor, z: torch.Tensor
 
 
 class PredictorCorrector(StepSampler):
-    """Any predictor + Langevin corrector; NFE = steps (corrector_steps + 1)."""
+    """Any predictor + Langevin corrector; NFE = steps (corrector_steps + 1).
+
+    On a Product process one joint network call per evaluation gives per-key scores; each key
+    takes its own component's corrector and predictor coefficients (and, for ``langevin``, its
+    own norms)."""
 
     Config = PCConfig
-    requires = (AffineGaussian, SDE)
+    requires = (AdditiveGaussian, SDE)
+    excludes = (EndpointConditioned,)
+    supports_product = True
     stochastic = True
+
+    def final_step_deterministic(self) -> bool:
+        return self.config.denoise_final
 
     def expected_nfe(self) -> int:
         c = self.config
@@ -86,10 +96,6 @@ class PredictorCorrector(StepSampler):
             rule = self.__dict__["_rule_obj"] = PREDICTORS[c.predictor](c.discretization, c.variance)
         return rule
 
-    def sample(self, denoiser, process, x, cond=None, generator=None, callback=None):
-        require_no_endpoint(self, process, x, cond)
-        return super().sample(denoiser, process, x, cond, generator, callback)
-
     def build_plan(self, process) -> Plan:
         t = time_grid(process, self.config.steps, self.config.schedule)
         coef = {}
@@ -104,21 +110,28 @@ class PredictorCorrector(StepSampler):
     def step(self, x, i, plan, denoiser, cond, generator, carry):
         c = self.config
         process = denoiser.process
-        t = plan.t[i].expand(x.shape[0])
+        t = plan.t[i].expand(batch_size(x))
         pred = None
+
+        def correct(proc, xk, score, plan_k):
+            z = randn_like(xk, generator)
+            alpha = plan_k.coef["alpha"][i]
+            if c.corrector == "langevin":
+                return langevin_step(xk, score, z, alpha, c.snr, c.norm)
+            return annealed_langevin_step(xk, score, z, alpha, c.snr, plan_k.coef["marginal_std"][i])
+
         if c.corrector != "none":
             for _ in range(c.corrector_steps):
                 pred = denoiser(x, t, cond)
-                z = randn_like(x, generator)
-                if c.corrector == "langevin":
-                    x = langevin_step(x, pred.score, z, plan.coef["alpha"][i], c.snr, c.norm)
-                else:
-                    x = annealed_langevin_step(x, pred.score, z, plan.coef["alpha"][i], c.snr,
-                                               plan.coef["marginal_std"][i])
+                x = per_component(process, correct, x, pred.score, plan=plan)
         rule = self._predictor()
         if rule is not None:
             pred = denoiser(x, t, cond)
             last = i == plan.num_steps - 1
             noise = not (last and c.denoise_final)
-            x, _ = rule.update(x, i, plan.coef, t, pred.score, process, cond, generator, noise)
+
+            def predict(proc, xk, score, plan_k):
+                return rule.update(xk, i, plan_k.coef, t, score, proc, cond, generator, noise)[0]
+
+            x = per_component(process, predict, x, pred.score, plan=plan)
         return x, carry, pred

@@ -21,7 +21,7 @@ from typing import Literal
 
 import torch
 
-from diffusekit.process import bcast
+from diffusekit.process import SDE, bcast
 from diffusekit.random import randn_like
 
 from .discretization import Discretization, step_coefficients
@@ -83,8 +83,8 @@ class AncestralPredictor(Predictor):
     def coefficients(self, process, t):
         c = step_coefficients(process, t, self.discretization)
         how = self.variance
-        if how == "auto":
-            how = getattr(process, "ancestral_variance", "transition")
+        if how == "auto":  # the process's own rule (declared on SDE); DDPM's transition std otherwise
+            how = process.ancestral_variance if isinstance(process, SDE) else "transition"
         if how == "posterior":
             std = c["c_to"] * torch.sqrt(c["G2"]) / c["c_from"]
         else:

@@ -19,11 +19,12 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 
 from diffusekit.config import ComponentConfig
-from diffusekit.process import AffineGaussian, ForwardProcess, Perturbed, SDE, SigmaParameterized, bcast
+from diffusekit.process import (SDE, AdditiveGaussian, DenoisingODE, ForwardProcess, Likelihood, Perturbed,
+                                PriorDensity, bcast)
 from diffusekit.random import rand, randn
 
 
-class _GaussianSDE(ForwardProcess, AffineGaussian, SDE):
+class _GaussianSDE(ForwardProcess, AdditiveGaussian, SDE, Likelihood, PriorDensity):
     """Shared behaviour of the score-SDE processes (b(t) = 0, prior at t = 1)."""
 
     preferred_samplers = ("deis", "dpm-solver++", "ode")
@@ -35,6 +36,10 @@ class _GaussianSDE(ForwardProcess, AffineGaussian, SDE):
     @property
     def t_min(self) -> float:  # type: ignore[override]
         return self.config.sampling_eps
+
+    @property
+    def train_t_min(self) -> float:  # type: ignore[override]
+        return self.config.train_eps
 
     def sample_time(self, n, generator=None, device="cpu"):
         eps = self.config.train_eps
@@ -138,7 +143,7 @@ class SubVP(VP):
         return 2 * lm - 2 * torch.log(-torch.expm1(2 * lm))
 
     def t_from_log_snr(self, lam):
-        return AffineGaussian.t_from_log_snr(self, lam)
+        return AdditiveGaussian.t_from_log_snr(self, lam)
 
     def diffusion(self, t):
         lm = self.log_mean_coeff(t)
@@ -158,7 +163,7 @@ class VEConfig(ComponentConfig):
         return self
 
 
-class VE(_GaussianSDE, SigmaParameterized):
+class VE(_GaussianSDE, DenoisingODE):
     """Variance-exploding SDE (continuous SMLD / NCSN)."""
 
     Config = VEConfig
@@ -274,7 +279,7 @@ class DDPM(_GridTime, VP):
         return (-2 * slope * (self.config.num_scales - 1)).to(t.dtype)
 
     def t_from_log_snr(self, lam):
-        return AffineGaussian.t_from_log_snr(self, lam)
+        return AdditiveGaussian.t_from_log_snr(self, lam)
 
 
 class SMLDConfig(VEConfig):

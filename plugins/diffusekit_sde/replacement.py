@@ -10,11 +10,13 @@ visible at t_max (a(t_max) ~ 0), so the prior is kept.
 Colorization is the same replacement in the space of a fixed orthonormal colour matrix M
 whose first column is the grey axis (1, 1, 1) / sqrt(3): with u = M^T x per pixel,
 u_0 = sqrt(3) * grey; u_0 is replaced by the perturbed observation and x = M u. Because M is
-orthonormal the noise of u is again N(0, I), so the rule is exact for any AffineGaussian
+orthonormal the noise of u is again N(0, I), so the rule is exact for any AdditiveGaussian
 process with b = 0.
 
 The observation is given at construction (``Inpaint(image=y, mask=m)``), with
-``observe(...)``, or per call as ``pipe.sample(n, cond={"image": y, "mask": m})``.
+``observe(...)``, or per call as ``pipe.sample(n, cond={"image": y, "mask": m})``. A per-call
+observation and the process are held by the bound copy of the guidance that
+:meth:`~diffusekit.guidance.Guidance.bind` returns for that call, never by the shared object.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pydantic import Field
 from diffusekit.config import ComponentConfig
 from diffusekit.errors import CompatibilityError, ConfigError, ShapeError
 from diffusekit.guidance import Guidance
-from diffusekit.process import AffineGaussian, bcast
+from diffusekit.process import AdditiveGaussian, bcast
 from diffusekit.random import randn_like
 
 
@@ -38,21 +40,22 @@ class ReplacementConfig(ComponentConfig):
 
 class _Replacement(Guidance):
     Config = ReplacementConfig
-    requires = (AffineGaussian,)
+    requires = (AdditiveGaussian,)
+    #: per call (set on the bound copy): the pipeline's process
+    _process: Any = None
 
-    def __init__(self, **params: Any) -> None:
-        super().__init__(**params)
-        self._process = None
-
-    def check_fit(self, pipe) -> None:
-        if pipe.process.endpoint(None, torch.zeros(1)) is not None:
+    def check_fit(self, fit) -> None:
+        if fit.process.endpoint(None, torch.zeros(1)) is not None:
             raise CompatibilityError(f"{type(self).__name__.lower()} replaces with a(t) y + c(t) z, which needs "
-                                     f"b(t) = 0; {type(pipe.process).__name__} has a condition endpoint")
-        self._process = pipe.process
+                                     f"b(t) = 0; {type(fit.process).__name__} has a condition endpoint")
+
+    def bound(self, cond: Any, fit) -> None:
+        self._process = fit.process
 
     def _perturb(self, y: torch.Tensor, x: torch.Tensor, t: torch.Tensor, generator) -> torch.Tensor:
         if self._process is None:
-            raise ConfigError(f"{type(self).__name__} is not attached to a Pipeline (pass it as guidance=...)")
+            raise ConfigError(f"{type(self).__name__} is not bound to a sampling call (pass it as guidance=... "
+                              "to a Pipeline)")
         tt = t.to(torch.float64).reshape(1).expand(x.shape[0])
         a, _, c = self._process.coefficients(tt)
         if self.config.exact_end:
@@ -85,7 +88,8 @@ class Inpaint(_Replacement):
         self.image, self.mask = image, mask.to(image.dtype)
         return self
 
-    def bind(self, cond: Any) -> None:
+    def bound(self, cond: Any, fit) -> None:
+        super().bound(cond, fit)
         if isinstance(cond, dict) and "image" in cond and "mask" in cond:
             self.observe(cond["image"], cond["mask"])
         if self.image is None:
@@ -127,7 +131,8 @@ class Colorize(_Replacement):
         self.grey = torch.as_tensor(grey)
         return self
 
-    def bind(self, cond: Any) -> None:
+    def bound(self, cond: Any, fit) -> None:
+        super().bound(cond, fit)
         if isinstance(cond, dict) and "grey" in cond:
             self.observe(cond["grey"])
         if self.grey is None:

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from diffusekit.process import SDE, AffineGaussian
-from diffusekit.sampler import Plan, SamplerConfig, StepSampler
+from diffusekit.process import SDE, AdditiveGaussian, EndpointConditioned
+from diffusekit.sampler import Plan, SamplerConfig, StepSampler, per_component
+from diffusekit.state import batch_size
 
-from .discretization import Discretization, require_no_endpoint, time_grid
+from .discretization import Discretization, time_grid
 from .ode import ODEConfig, ProbabilityFlowODE, pf_ode_velocity
 from .predictors import PREDICTORS, AncestralVariance, Predictor
 
@@ -35,33 +36,42 @@ class AncestralConfig(ReverseSDEConfig):
 
 
 class _PredictorSampler(StepSampler):
-    """A stand-alone predictor run over the whole grid."""
+    """A stand-alone predictor run over the whole grid.
+
+    The update assumes x_t = a x0 + c eps (b = 0), so processes with a condition endpoint are
+    refused at construction. On a Product process each key takes its own component's update
+    from one joint network call."""
 
     Config = ReverseSDEConfig
-    requires = (AffineGaussian, SDE)
+    requires = (AdditiveGaussian, SDE)
+    excludes = (EndpointConditioned,)
+    supports_product = True
     stochastic = True
     predictor_name = ""
 
     def predictor(self) -> Predictor:
-        return PREDICTORS[self.predictor_name](getattr(self.config, "discretization", "transition"),
-                                               getattr(self.config, "variance", "auto"))
+        cfg = self.config
+        return PREDICTORS[self.predictor_name](cfg.discretization,
+                                               cfg.variance if isinstance(cfg, AncestralConfig) else "auto")
 
-    def sample(self, denoiser, process, x, cond=None, generator=None, callback=None):
-        require_no_endpoint(self, process, x, cond)
-        return super().sample(denoiser, process, x, cond, generator, callback)
+    def final_step_deterministic(self) -> bool:
+        return self.config.denoise_final
 
     def build_plan(self, process) -> Plan:
         t = time_grid(process, self.config.steps, self.config.schedule)
         return Plan(t, self.predictor().coefficients(process, t))
 
     def step(self, x, i, plan, denoiser, cond, generator, carry):
-        process = denoiser.process
-        t = plan.t[i].expand(x.shape[0])
+        t = plan.t[i].expand(batch_size(x))
         pred = denoiser(x, t, cond)
         last = i == plan.num_steps - 1
         noise = not (last and self.config.denoise_final)
-        x_next, _ = self._rule.update(x, i, plan.coef, t, pred.score, process, cond, generator, noise)
-        return x_next, carry, pred
+        rule = self._rule
+
+        def update(proc, xk, score, plan_k):
+            return rule.update(xk, i, plan_k.coef, t, score, proc, cond, generator, noise)[0]
+
+        return per_component(denoiser.process, update, x, pred.score, plan=plan), carry, pred
 
     @property
     def _rule(self) -> Predictor:
@@ -89,7 +99,7 @@ class Ancestral(_PredictorSampler):
 
     Config = AncestralConfig
     predictor_name = "ancestral"
-    requires = (AffineGaussian,)
+    requires = (AdditiveGaussian,)
 
 
 __all__ = ["EulerMaruyama", "ReverseDiffusion", "Ancestral", "ProbabilityFlowODE", "ODEConfig", "pf_ode_velocity"]

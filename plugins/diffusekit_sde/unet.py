@@ -19,6 +19,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from diffusekit.config import ComponentConfig
+from diffusekit.network import Network
 
 from .networks import FourierTime
 
@@ -93,7 +94,7 @@ class UNetConfig(ComponentConfig):
         return self
 
 
-class UNet(nn.Module):
+class UNet(Network):
     """DDPM++-style U-Net ``f(x, t, cond)`` for images of shape (B, channels, S, S)."""
 
     Config = UNetConfig

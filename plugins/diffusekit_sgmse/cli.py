@@ -42,7 +42,11 @@ def run_enhance(args) -> int:
     sampler = None
     if args.sampler:
         sampler = json.loads(args.sampler) if args.sampler.lstrip().startswith("{") else args.sampler
-    torch.set_grad_enabled(False)
+    with torch.no_grad():  # never leave autograd disabled for the caller (in-process CLI use)
+        return _enhance_files(args, files, targets, sampler)
+
+
+def _enhance_files(args, files, targets, sampler) -> int:
     pipe, predictive = load_run(args.run)
     for f, target in zip(files, targets):
         wav, sr = sf.read(str(f), dtype="float32", always_2d=True)

@@ -29,6 +29,7 @@ from pydantic import Field
 
 from diffusekit.config import ComponentConfig
 from diffusekit.errors import ConfigError
+from diffusekit.state import Example
 
 SAMPLE_RATE = 16_000
 
@@ -221,8 +222,8 @@ class SpectrogramDataConfig(CorpusConfig):
 
 def spectrogram_dataset(split: str = "train", n: int = 200, snr_min: float = -5.0, snr_max: float = 15.0,
                         noises: tuple[str, ...] = NOISE_TYPES, reverb: float = 0.0, seed: int = 0,
-                        frames: int = 64, crops_per_pair: int = 2) -> dict[str, torch.Tensor]:
-    """Training data for a pipeline: {"x": clean X, "cond": noisy Y}, complex (N, 256, frames).
+                        frames: int = 64, crops_per_pair: int = 2) -> Example:
+    """Training data for a pipeline: ``Example(x=clean X, cond=noisy Y)``, complex (N, 256, frames).
 
     Each pair is normalised by its noisy peak, transformed (STFT + compression) and cut into
     random crops of ``frames`` frames (zero-padded when shorter).
@@ -244,4 +245,4 @@ def spectrogram_dataset(split: str = "train", n: int = 200, snr_min: float = -5.
                 s = int(rng.integers(total - frames))
                 xs.append(x_spec[:, s:s + frames])
                 ys.append(y_spec[:, s:s + frames])
-    return {"x": torch.stack(xs), "cond": torch.stack(ys)}
+    return Example(torch.stack(xs), torch.stack(ys))

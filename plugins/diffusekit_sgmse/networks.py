@@ -25,6 +25,7 @@ from pydantic import Field
 from torch import nn
 
 from diffusekit.config import Component, ComponentConfig
+from diffusekit.network import Network
 
 PRESETS: dict[str, dict] = {
     "ncsnpp-mini": dict(nf=32, ch_mult=(1, 2, 2, 2), num_res_blocks=1, attn_levels=()),
@@ -101,7 +102,7 @@ class NCSNppConfig(ComponentConfig):
     frames: int = Field(64, ge=8, description="frames of the example inputs")
 
 
-class NCSNpp(nn.Module, Component):
+class NCSNpp(Network, Component):
     """Complex spectrogram U-Net: network(x_t, t, cond) -> complex (B, F, T)."""
 
     Config = NCSNppConfig

@@ -19,7 +19,7 @@ from pydantic import Field
 
 from diffusekit.config import ComponentConfig
 from diffusekit.parameterization import Parameterization, Prediction
-from diffusekit.process import AffineGaussian
+from diffusekit.process import AdditiveGaussian
 
 from .processes import ConditionalEndpoint
 
@@ -31,7 +31,7 @@ def sq_err(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 class _ComplexLoss(Parameterization):
     Config = ComponentConfig
-    requires = (AffineGaussian,)
+    requires = (AdditiveGaussian,)
 
     def loss(self, denoiser, x0, cond=None, generator=None):
         process = denoiser.process

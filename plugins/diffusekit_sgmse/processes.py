@@ -13,7 +13,7 @@ Generative Models", eqs. 9-12):
 * var   sigma_t^2 = smin^2 e^{-2 gamma t} (e^{2 (gamma + lam) t} - 1) lam / (gamma + lam)
 * prior x_T = y + sigma(1) z (the residual e^{-gamma} (x0 - y) is ignored on purpose).
 
-So OUVE is AffineGaussian with a = e^{-gamma t}, b = 1 - a, c = sigma_t.
+So OUVE is AdditiveGaussian with a = e^{-gamma t}, b = 1 - a, c = sigma_t.
 
 SBVE (Juki\'c et al. 2024, "Schroedinger bridge for generative speech enhancement"):
 f = 0, g(t) = sqrt(c) k^t, sigma_t^2 = c (k^{2t} - 1) / (2 ln k), sbar_t^2 = sigma_1^2 - sigma_t^2;
@@ -31,7 +31,7 @@ from pydantic import Field, model_validator
 
 from diffusekit.config import ComponentConfig
 from diffusekit.errors import ConfigError, ShapeError
-from diffusekit.process import SDE, AffineGaussian, ForwardProcess, Perturbed, bcast
+from diffusekit.process import SDE, EndpointConditioned, ForwardProcess, Perturbed, PinnedBridge, bcast
 from diffusekit.random import rand, randn_like
 
 
@@ -63,7 +63,7 @@ def prior_target(cond: Any, n: int, shape: tuple[int, ...], name: str) -> torch.
     return y
 
 
-class ConditionalEndpoint(ForwardProcess, AffineGaussian):
+class ConditionalEndpoint(ForwardProcess, EndpointConditioned):
     """Processes whose endpoint / prior is the noisy spectrogram y taken from ``cond``.
 
     Shared pieces: training times U(train_eps, 1), affine perturbation, endpoint; samplers and
@@ -171,8 +171,13 @@ class SBConfig(ComponentConfig):
     train_eps: float = Field(1e-4, gt=0, lt=1, description="training times t ~ U(train_eps, 1)")
 
 
-class SchroedingerBridge(ConditionalEndpoint):
-    """Schroedinger bridge with a VE schedule (SBVE) between clean x0 and noisy y."""
+class SchroedingerBridge(ConditionalEndpoint, PinnedBridge):
+    """Schroedinger bridge with a VE schedule (SBVE) between clean x0 and noisy y.
+
+    Pinned at both ends: c(0) = c(1) = 0 and x_1 = y exactly (``PinnedBridge``), so generic
+    Gaussian solvers are refused and sampling starts from y with ``sb-ode`` / ``sb-sde``."""
+
+    pinned_time = 1.0
 
     Config = SBConfig
     registry_name = "sb"

@@ -35,7 +35,7 @@ import torch
 from pydantic import Field
 
 from diffusekit.errors import ShapeError
-from diffusekit.process import SDE, AffineGaussian
+from diffusekit.process import SDE, AdditiveGaussian
 from diffusekit.random import randn_like
 from diffusekit.sampler import Plan, Sampler, SamplerConfig, StepSampler
 
@@ -53,8 +53,11 @@ class SGMSEPC(StepSampler):
     """Reverse-diffusion predictor + annealed Langevin corrector (SGMSE+ default)."""
 
     Config = PCConfig
-    requires = (SDE, AffineGaussian)
+    requires = (SDE, AdditiveGaussian)
     stochastic = True
+
+    def final_step_deterministic(self) -> bool:
+        return True  # the last step returns the predictor's mean
 
     def _n_corr(self) -> int:
         return 0 if self.config.corrector == "none" else self.config.corrector_steps
@@ -99,7 +102,7 @@ class Storm(SGMSEPC):
     """StoRM sampling: the PC sampler with cond = stack([y, y_hat], 1) (y_hat = predictive estimate)."""
 
     Config = StormConfig
-    requires = (SDE, AffineGaussian, ConditionalEndpoint)
+    requires = (SDE, AdditiveGaussian, ConditionalEndpoint)
 
     def check_cond(self, x, cond) -> None:
         if cond is None or cond.ndim != x.ndim + 1 or cond.shape[1] != 2:
@@ -118,7 +121,7 @@ class SGMSEODE(StepSampler):
     """Probability-flow ODE of the OUVE with fixed Euler / Heun steps (complex-safe)."""
 
     Config = ODEConfig
-    requires = (SDE, AffineGaussian)
+    requires = (SDE, AdditiveGaussian)
 
     def expected_nfe(self) -> int:
         return self.config.steps * (2 if self.config.method == "heun" else 1) - (self.config.method == "heun")
@@ -148,6 +151,9 @@ class SBConfig(SamplerConfig):
 class _SBSampler(StepSampler):
     Config = SBConfig
     requires = (SchroedingerBridge,)
+    #: the posterior steps use x0_hat only; converting eps / score / v to x0 divides by
+    #: a(t), which is 0 where the bridge is pinned (t = 1)
+    accepts_parameterizations = frozenset({"x0"})
 
     def build_plan(self, process):
         t = torch.linspace(process.t_max, process.t_min, self.config.steps + 1, dtype=torch.float64)
@@ -179,6 +185,9 @@ class SBSDE(_SBSampler):
     """Schroedinger-bridge posterior (SDE) step q(x_u | x_s, x0_hat); NFE = N."""
 
     stochastic = True
+
+    def final_step_deterministic(self) -> bool:
+        return True  # no noise on the last posterior step
 
     def build_plan(self, process):
         plan = super().build_plan(process)

@@ -22,7 +22,9 @@ from diffusekit.errors import ConfigError
 from diffusekit.random import randn_like
 from diffusekit.sampler import FiniteTracker, Plan, SamplerConfig, StepSampler
 
-from .gaussian import (GaussianNoise, Point, data_prediction, ends_at_zero_by_default, endpoint,
+from diffusekit.process import AdditiveGaussian, DenoisingODE, PinnedBridge
+
+from .gaussian import (Point, data_prediction, ends_at_zero_by_default, endpoint,
                        noise_prediction, point, t_of_lambda, zero_noise_time)
 from .teleport import teleport_state
 
@@ -90,10 +92,21 @@ def z_fold(p_from: Point, p_to: Point, wz: float) -> tuple[float, float]:
 
 
 class GaussianSolver(StepSampler):
-    """Base of the solvers here: works on every AffineGaussian or SigmaParameterized process."""
+    """Base of the solvers here.
+
+    Deterministic configurations solve the probability-flow ODE in its denoising form, so they
+    run on every AdditiveGaussian or DenoisingODE process (PFGM++ included); configurations
+    that inject noise (``stochastic``) need Gaussian noise (AdditiveGaussian). Bridges pinned
+    at the condition (c = 0 at t_max) are refused: the grid would start where eps = (x - a x0
+    - b y) / c divides by zero; their own samplers start from the condition.
+    """
 
     Config = SolverConfig
-    requires = (GaussianNoise,)
+    requires = ((AdditiveGaussian, DenoisingODE),)
+    excludes = (PinnedBridge,)
+
+    def required_capabilities(self) -> tuple:
+        return (AdditiveGaussian,) if self.stochastic else self.requires
 
     # -- grid ---------------------------------------------------------------------------------
     def ends_at_zero(self, process) -> bool:
@@ -191,7 +204,7 @@ class GaussianSolver(StepSampler):
         plan, rows, times = self.compiled(process, x)
         y = endpoint(process, cond, x)
         if self.config.teleport > 0.0:
-            x = teleport_state(x, process, getattr(denoiser, "buffers", None) or {},
+            x = teleport_state(x, process, denoiser.buffers,
                                float(process.t_max), float(plan.t[0]), y)
         carry = Carry(rows, times, y, x.shape[0])
         tracker = FiniteTracker(x.device)  # one reduction per step, checked once at the end

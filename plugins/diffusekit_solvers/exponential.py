@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from diffusekit.process import AffineGaussian
+from diffusekit.process import AdditiveGaussian
 
 from .base import Carry, GaussianSolver, SolverConfig, eval_point, phi1, z_fold
 from .gaussian import Point, point, t_of_lambda
@@ -61,7 +61,7 @@ class _Exponential(GaussianSolver):
 
     def _prepare(self, d):
         cfg = self.config
-        if self.kind == "x0" and getattr(cfg, "thresholding", False):
+        if self.kind == "x0" and isinstance(cfg, ThresholdingConfig) and cfg.thresholding:
             return dynamic_threshold(d, cfg.threshold_ratio, cfg.threshold_max)
         return d
 
@@ -294,7 +294,7 @@ class DEISConfig(SolverConfig):
 
 def _dsigma_dt(process, t: torch.Tensor) -> torch.Tensor:
     """d sigma~ / dt with sigma~ = c / a (closed-form derivatives when the process has them)."""
-    if isinstance(process, AffineGaussian):
+    if isinstance(process, AdditiveGaussian):
         a, _, c = process.coefficients(t)
         da, _, dc = process.coefficient_derivatives(t)
         return (dc * a - c * da) / (a * a)

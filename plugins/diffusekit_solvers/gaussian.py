@@ -1,8 +1,8 @@
 """Gaussian coordinates shared by every solver in this plugin.
 
 Every process these solvers accept is written as x_t = a(t) x0 + b(t) y + c(t) eps
-(:class:`~diffusekit.process.AffineGaussian`), or as x_t = x0 + sigma(t) n for EDM-style
-:class:`~diffusekit.process.SigmaParameterized` processes (a = 1, b = 0, c = sigma).
+(:class:`~diffusekit.process.AdditiveGaussian`), or as x_t = x0 + sigma(t) n for EDM-style
+:class:`~diffusekit.process.DenoisingODE` processes (a = 1, b = 0, c = sigma).
 The solvers work on z = x - b y = a x0 + c eps with
 
 * the scaled state x~ = z / a and noise level sigma~ = c / a (EDM's "scaled" form, Karras et
@@ -16,27 +16,12 @@ inside a sampling step.
 from __future__ import annotations
 
 import math
-from abc import ABC
 from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
 
-from diffusekit.process import AffineGaussian, SigmaParameterized
-
-
-class GaussianNoise(ABC):
-    """Capability marker: an AffineGaussian *or* a SigmaParameterized process.
-
-    ``isinstance(process, GaussianNoise)`` is true for both, so a sampler can list it in
-    ``requires`` and the Pipeline names it when a process does not fit.
-    """
-
-    @classmethod
-    def __subclasshook__(cls, other):
-        if cls is GaussianNoise:
-            return issubclass(other, (AffineGaussian, SigmaParameterized))
-        return NotImplemented
+from diffusekit.process import AdditiveGaussian, SigmaParameterized
 
 
 @dataclass(frozen=True)
@@ -62,7 +47,7 @@ class Point:
 def point(process, t: float) -> Point:
     """(a, b, c) of ``process`` at time ``t`` in float64."""
     tt = torch.tensor([float(t)], dtype=torch.float64)
-    if isinstance(process, AffineGaussian):
+    if isinstance(process, AdditiveGaussian):
         a, b, c = (float(v.reshape(-1)[0]) for v in process.coefficients(tt))
     else:
         a, b, c = 1.0, 0.0, float(process.sigma(tt).reshape(-1)[0])
@@ -71,14 +56,14 @@ def point(process, t: float) -> Point:
 
 def t_of_lambda(process, lam: float) -> float:
     """Time whose half log-SNR is ``lam`` (inverse of :attr:`Point.lam`)."""
-    if isinstance(process, AffineGaussian):
+    if isinstance(process, AdditiveGaussian):
         return float(process.t_from_log_snr(torch.tensor([2.0 * lam], dtype=torch.float64))[0])
     return float(process.t_of_sigma(torch.tensor([math.exp(-lam)], dtype=torch.float64))[0])
 
 
 def t_of_sigma(process, sigma: float) -> float:
     """Time whose scaled noise level sigma~ = c / a is ``sigma``."""
-    if isinstance(process, SigmaParameterized) and not isinstance(process, AffineGaussian):
+    if isinstance(process, SigmaParameterized) and not isinstance(process, AdditiveGaussian):
         return float(process.t_of_sigma(torch.tensor([sigma], dtype=torch.float64))[0])
     return t_of_lambda(process, -math.log(sigma))
 
@@ -96,7 +81,7 @@ def zero_noise_time(process) -> Optional[float]:
         if math.isfinite(t0) and point(process, t0).c == 0.0:
             return t0
         return None
-    if isinstance(process, AffineGaussian) and point(process, 0.0).c == 0.0 and point(process, 0.0).a > 0:
+    if isinstance(process, AdditiveGaussian) and point(process, 0.0).c == 0.0 and point(process, 0.0).a > 0:
         return 0.0
     return None
 
@@ -110,8 +95,8 @@ def ends_at_zero_by_default(process) -> bool:
 
 
 def endpoint(process, cond: Any, x: torch.Tensor) -> Optional[torch.Tensor]:
-    """The condition endpoint y of an AffineGaussian process (None when b = 0)."""
-    if isinstance(process, AffineGaussian):
+    """The condition endpoint y of an AdditiveGaussian process (None when b = 0)."""
+    if isinstance(process, AdditiveGaussian):
         return process.endpoint(cond, x)
     return None
 

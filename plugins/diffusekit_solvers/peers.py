@@ -115,10 +115,10 @@ def run_diffusers(scheduler, x0_fn: X0Fn, x_T: torch.Tensor, steps: int) -> tupl
 
 def sigma_form_oracle(mixture):
     """Exact x0_hat(x~, sigma~) for x~ = x0 + sigma~ eps (the VE / EDM form every peer can use)."""
-    from diffusekit.process import AffineGaussian
+    from diffusekit.process import AdditiveGaussian
     from diffusekit.testing.oracles import MixtureOracle
 
-    class SigmaForm(AffineGaussian):
+    class SigmaForm(AdditiveGaussian):
         """x = x0 + t eps (t = sigma~): the scaled form of any Gaussian process."""
 
         t_min, t_max = 0.0, float("inf")

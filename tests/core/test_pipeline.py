@@ -59,7 +59,7 @@ class TokenSampler(Sampler):
 
 @pytest.fixture
 def mixed_registry(isolated_registry):
-    """Core built-ins + the template (an AffineGaussian sampler) + the discrete toys above."""
+    """Core built-ins + the template (an AdditiveGaussian sampler) + the discrete toys above."""
     isolated_registry.load_module(diffusekit.builtins)
     isolated_registry.load_module(diffusekit_template)
     reg = isolated_registry.registry
@@ -74,7 +74,7 @@ def test_sampler_that_needs_affine_gaussian_refuses_discrete_process(mixed_regis
         dk.Pipeline(process="tokens", network=nn.Identity(), parameterization="logits",
                     sampler="template-ddim")
     msg = str(info.value)
-    assert "needs a process with ['AffineGaussian']" in msg and "Tokens has ['Discrete']" in msg
+    assert "needs a process with ['AdditiveGaussian']" in msg and "Tokens has ['Discrete']" in msg
     assert "samplers that fit: ['token-sampler']" in msg
 
 
@@ -137,7 +137,7 @@ def test_oracle_sampling_matches_the_data():
     assert got < floor + 0.006 < far, (got, floor, far)
 
 
-class NaNAfter(nn.Module):
+class NaNAfter(dk.Network):
     """The exact oracle, but NaN from the ``bad_call``-th network call on (0-based)."""
 
     def __init__(self, inner: nn.Module, bad_call: int):

@@ -79,7 +79,7 @@ def test_warmup_and_ema(data):
     assert float(ema.shadow["weight"]) == pytest.approx(0.9 * 1.0 + 0.1 * 3.0)
 
 
-class Exploding(nn.Module):
+class Exploding(dk.Network):
     sample_shape = (2,)
 
     def __init__(self):
@@ -107,10 +107,39 @@ def test_bad_training_arguments(tmp_path, data):
         dk.train(pipe, data, steps=1, batch_size=0)
     with pytest.raises(ConfigError, match="train.out_dir: checkpointing / resume needs out_dir"):
         dk.train(pipe, data, steps=1, checkpoint_every=1)
-    with pytest.raises(ConfigError, match="data: data must be a Tensor"):
+    with pytest.raises(ConfigError, match="data: data must be an Example"):
         dk.train(pipe, 3.0, steps=1)
     with pytest.raises(ShapeError, match="data: per-sample shape"):
         pipe.sample_shape = (2,)
         dk.train(pipe, torch.zeros(16, 5), steps=1)
     with pytest.raises(ConfigError, match="unknown dataset 'moonz'; did you mean 'moons'"):
         dk.train(pipe, "moonz", steps=1)
+
+
+def test_one_module_conditioner_gets_ema_and_global_rng_is_untouched():
+    """The conditioner's learned embedding lives in pipe.model with the network: EMA applies to
+    both, and dk.train leaves the caller's global RNG as it was."""
+    pipe = dk.Pipeline(process="vp", parameterization="eps",
+                       network={"name": "mlp", "dim": 2, "hidden": 16, "depth": 1, "cond_dim": 4},
+                       conditioner={"name": "label", "num_classes": 3, "embed_dim": 4, "dropout": 0.0})
+    assert set(pipe.model.state_dict()) >= {"conditioner.embedding.weight"}
+    g = torch.Generator().manual_seed(0)
+    data = dk.Example(torch.randn(256, 2, generator=g), torch.randint(0, 3, (256,), generator=g))
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    # an EMA of decay ~1 keeps (almost) the initial weights of *every* part of the module
+    init = {k: v.clone() for k, v in pipe.model.state_dict().items()}
+    dk.train(pipe, data, steps=20, batch_size=32, lr=1e-2, ema=0.999999)
+    assert torch.equal(torch.get_rng_state(), before)
+    for key in ("conditioner.embedding.weight", "network.out.weight"):
+        if key in init:
+            # warm-up decay min(d, (1+k)/(10+k)) still averages: close to the start, not equal to the raw weights
+            assert (pipe.model.state_dict()[key] - init[key]).abs().max() < 0.2, key
+    raw = dk.Pipeline(process="vp", parameterization="eps",
+                      network={"name": "mlp", "dim": 2, "hidden": 16, "depth": 1, "cond_dim": 4},
+                      conditioner={"name": "label", "num_classes": 3, "embed_dim": 4, "dropout": 0.0})
+    raw.model.load_state_dict(init)
+    dk.train(raw, data, steps=20, batch_size=32, lr=1e-2, ema=None)
+    moved_raw = (raw.model.state_dict()["conditioner.embedding.weight"] - init["conditioner.embedding.weight"]).abs().max()
+    moved_ema = (pipe.model.state_dict()["conditioner.embedding.weight"] - init["conditioner.embedding.weight"]).abs().max()
+    assert moved_ema < moved_raw  # the conditioner ended with its EMA weights, not the raw ones

@@ -128,7 +128,7 @@ def test_bad_options_are_named(exported, tmp_path):
         dk.export(pipe, "onnx", tmp_path / "m.bin")
 
 
-class DataDependent(nn.Module):
+class DataDependent(dk.Network):
     """A network with data-dependent control flow (cannot be captured in a static graph)."""
 
     def __init__(self):

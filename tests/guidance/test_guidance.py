@@ -8,6 +8,8 @@ import torch
 
 import diffusekit as dk
 from diffusekit.errors import CompatibilityError, ConfigError
+from diffusekit.guidance import Guidance
+from diffusekit.network import Network
 from diffusekit.testing import GaussianMixture, MixtureOracle, mmd, mmd_noise_floor
 from diffusekit_guidance.cfg import CFG, CFGPlusPlus
 from diffusekit_guidance.classifier import ClassifierGuidance
@@ -330,8 +332,11 @@ def test_smc_cfg_target_at_w1_has_zero_weights_and_is_the_conditional(data, cond
     g = SMC(target="cfg", scale=1.0)
     pipe = conditional_pipeline(data, {"name": "euler-maruyama", "steps": 200}, g)
     x = pipe.sample(N, cond=labels, generator=_gen(0))
+    copies = pipe.last_guidance  # the call's bound copies hold its results
     assert abs(mmd(x, ref)) < 4 * floor + 2e-3
-    assert int(g.num_resampled) == 1  # only the forced final resampling (weights stayed uniform)
+    assert len(copies) == 1 and copies[0] is not g
+    assert int(copies[0].num_resampled) == 1  # only the forced final resampling (weights stayed uniform)
+    assert g.num_resampled is None and g.log_weights is None  # the shared object holds no run state
 
 
 def test_smc_refuses_deterministic_samplers(data):
@@ -398,7 +403,63 @@ def test_svdd_on_a_masked_discrete_process():
     assert out[6] > out[1] + 0.5
 
 
-class _LabelTokens(torch.nn.Module):
+# ----------------------------------------------------------------------------- bound copies
+def _unchanged(g: Guidance, before: dict) -> bool:
+    now = vars(g)
+    return now.keys() == before.keys() and all(now[k] is v for k, v in before.items())
+
+
+def test_bind_returns_a_bound_copy_and_check_fit_changes_nothing(data):
+    g = CFGPlusPlus(equivalent_w=1.0)
+    before = dict(vars(g))
+    pipe = conditional_pipeline(data, ddim(10), g)  # runs check_fit
+    assert _unchanged(g, before)
+    bound = g.bind(torch.tensor([0, 1]), pipe.fit())
+    assert type(bound) is CFGPlusPlus and bound is not g
+    assert bound._grid.shape == (11,) and g._grid is None
+    assert _unchanged(g, before)
+    with pytest.raises(ConfigError, match="bound"):  # the unbound object has no grid to read
+        g.lam(torch.full((2,), 0.5), pipe.process)
+
+
+def _em(steps: int) -> dict:
+    return {"name": "euler-maruyama", "steps": steps}
+
+
+_SHARED = {
+    "cfg": (lambda: CFG(scale=2.0), lambda: [ddim(6), ddim(9, eta=1.0)]),
+    "cfg++": (lambda: CFGPlusPlus(equivalent_w=2.0), lambda: [ddim(6), ddim(9, eta=1.0)]),
+    "smc": (lambda: SMC(target="cfg", scale=2.0, group_size=4), lambda: [_em(6), _em(9)]),
+    "svdd": (lambda: SVDD(reward=lambda x: x[:, 0], particles=2, temperature=0.5), lambda: [_em(6), _em(9)]),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_SHARED))
+def test_one_guidance_object_shared_by_two_pipelines_is_not_mutated(data, kind):
+    """Sampling binds a copy per call: the shared object's attributes stay the same objects,
+    and each pipeline samples exactly as with its own guidance object, in any call order."""
+    make, samplers = _SHARED[kind]
+    shared = make()
+    before = dict(vars(shared))
+    pipes = [conditional_pipeline(data, s, shared) for s in samplers()]
+    own = [conditional_pipeline(data, s, make()) for s in samplers()]
+    labels = torch.tensor([0, 1] * 4)
+
+    def run(pipe, seed):
+        return pipe.sample(8, cond=labels, generator=_gen(seed))
+
+    first = [run(p, i) for i, p in enumerate(pipes)]
+    again = [run(pipes[i], i) for i in reversed(range(len(pipes)))][::-1]
+    ref = [run(p, i) for i, p in enumerate(own)]
+    for a, b, r in zip(first, again, ref):
+        assert torch.isfinite(a).all()
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+        torch.testing.assert_close(a, r, rtol=0, atol=0)
+    assert all(p.guidance[0] is shared for p in pipes)
+    assert _unchanged(shared, before), sorted(set(vars(shared)) ^ set(before))
+
+
+class _LabelTokens(Network):
     """Time-agnostic logits: label y in {0, 1} gives p(token y) = 0.6 at every position, the null
     label (2) the uniform distribution over 3 tokens."""
 
@@ -426,7 +487,7 @@ def test_cfg_on_logits_of_a_masked_process_matches_the_tilted_closed_form():
 
 def test_gaussian_guidance_refuses_discrete_processes():
     pytest.importorskip("diffusekit_masked")
-    with pytest.raises(CompatibilityError, match="AffineGaussian"):
+    with pytest.raises(CompatibilityError, match="AdditiveGaussian"):
         dk.Pipeline(process={"name": "masked", "vocab_size": 3}, network=_LabelTokens(),
                     sampler={"name": "ancestral", "steps": 4}, guidance=DPS(operator=lambda x: x, measurement=0.0),
                     sample_shape=(4,))

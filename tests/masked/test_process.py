@@ -77,13 +77,42 @@ def test_pipeline_refuses_mismatched_samplers(oracle):
     with pytest.raises(CompatibilityError, match="first-hitting"):
         dk.Pipeline(process={"name": "masked", "vocab_size": 3}, network=oracle, sampler="euler-maruyama")
     mlp = dk.create("network", "mlp", dim=2)
-    with pytest.raises(CompatibilityError, match="Discrete"):
+    with pytest.raises(CompatibilityError, match="Absorbing"):
         dk.Pipeline(process="vp", network=mlp, parameterization="eps", sampler="first-hitting")
-    with pytest.raises(CompatibilityError, match="Discrete"):
+    with pytest.raises(CompatibilityError, match="Absorbing"):
         dk.Pipeline(process="vp", network=mlp, parameterization="logits")
     pipe = dk.Pipeline(process={"name": "masked", "vocab_size": 3}, network=oracle)
     assert type(pipe.sampler).__name__ == "FirstHitting"
     assert type(pipe.parameterization).__name__ == "Logits"
+
+
+def test_masked_declares_absorbing_and_its_components_require_it(oracle):
+    """The masked process is Absorbing (and has an ELBO); its parameterization and samplers
+    rely on the mask state, so a Discrete process without one is refused."""
+    from diffusekit.fit import Fit, check_fit
+    from diffusekit.process import Absorbing, Discrete, ForwardProcess, Likelihood, Perturbed
+
+    proc = dk.create("process", "masked", vocab_size=3)
+    assert isinstance(proc, Absorbing) and isinstance(proc, Likelihood) and proc.mask_id == 3
+
+    class UniformNoise(ForwardProcess, Discrete):  # tokens resampled uniformly: no absorbing state
+        vocab_size = 3
+
+        def alpha(self, t):
+            return 1 - t
+
+        def perturb(self, x0, t, cond=None, generator=None):
+            return Perturbed(x_t=x0, t=t)
+
+        def prior(self, n, shape, cond=None, generator=None, device="cpu", dtype=torch.float32):
+            return torch.zeros((n, *shape), dtype=torch.long, device=device)
+
+    logits = dk.create("parameterization", "logits")
+    for name in ("ancestral", "first-hitting", "confidence"):
+        sampler = dk.create("sampler", name)
+        check_fit(Fit(proc, logits, sampler))
+        with pytest.raises(CompatibilityError, match="Absorbing"):
+            check_fit(Fit(UniformNoise(), logits, sampler))
 
 
 def test_first_hitting_time_is_max_of_uniforms():

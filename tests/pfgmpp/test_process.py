@@ -8,7 +8,7 @@ from scipy import stats
 
 import diffusekit as dk
 from diffusekit.errors import ConfigError
-from diffusekit.process import AffineGaussian, SigmaParameterized
+from diffusekit.process import AdditiveGaussian, SigmaParameterized
 
 
 def _gen(seed=0):
@@ -17,8 +17,8 @@ def _gen(seed=0):
 
 def test_registered_with_capabilities():
     p, e = dk.create("process", "pfgmpp", D=64), dk.create("process", "edm")
-    assert isinstance(p, SigmaParameterized) and not isinstance(p, AffineGaussian)
-    assert isinstance(e, SigmaParameterized) and isinstance(e, AffineGaussian)
+    assert isinstance(p, SigmaParameterized) and not isinstance(p, AdditiveGaussian)
+    assert isinstance(e, SigmaParameterized) and isinstance(e, AdditiveGaussian)
     assert p.D == 64.0 and math.isinf(e.D)
     for proc in (p, e):
         assert (proc.sigma_min, proc.sigma_max, proc.t_min, proc.t_max) == (0.002, 80.0, 0.002, 80.0)

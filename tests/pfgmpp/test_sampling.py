@@ -89,7 +89,7 @@ def test_save_load_round_trip(tmp_path):
 
 
 def test_edm_process_works_with_the_core_gaussian_mixture_oracle():
-    """edm is AffineGaussian (1, 0, sigma): the core's exact GMM denoiser (x0 parameterization,
+    """edm is AdditiveGaussian (1, 0, sigma): the core's exact GMM denoiser (x0 parameterization,
     raw sigma as time) plus Heun reproduces the mixture."""
     from diffusekit.testing import GaussianMixture, mmd
     from diffusekit.testing.oracles import oracle_pipeline as gm_pipeline

@@ -60,3 +60,20 @@ def test_colorize_keeps_grey_and_samples_both_colours():
     share = float((x[:, 0] > 0).float().mean())
     assert 0.4 < share < 0.6
     assert float((x[:, :2].abs() - 1).abs().mean()) < 0.3
+
+
+def test_inpaint_observation_per_call_stays_on_the_bound_copy():
+    """A per-call observation (cond) is held by the call's bound copy: the shared guidance object
+    keeps no observation and no process, and two pipelines sharing it sample independently."""
+    mix = GaussianMixture(torch.tensor([[-2.0, -2.0], [2.0, 2.0]]), 0.3)
+    g = dk.create("guidance", "inpaint")
+    before = dict(vars(g))
+    pipes = [_pipe(dk.create("process", name), mix, g, steps=20) for name in ("vp", "ve")]
+    y, mask = torch.full((6, 2), 2.0), torch.tensor([1.0, 0.0]).expand(6, 2)
+    for pipe in pipes:
+        x = pipe.sample(6, cond={"image": y, "mask": mask}, generator=torch.Generator().manual_seed(0))
+        assert torch.equal(x[:, 0], y[:, 0])
+    assert vars(g).keys() == before.keys() and all(vars(g)[k] is v for k, v in before.items())
+    assert g.image is None
+    with pytest.raises(dk.ConfigError, match="observation"):  # nothing leaked from the calls above
+        pipes[0].sample(2)

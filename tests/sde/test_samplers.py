@@ -124,10 +124,11 @@ def test_sampler_config_errors():
 
 
 def test_reverse_sde_samplers_refuse_conditioned_endpoints():
-    """The rules assume b(t) = 0; a process with a condition endpoint (SGMSE's ouve) is refused."""
+    """The rules assume b(t) = 0; a process with a condition endpoint (SGMSE's ouve) is refused
+    at construction, naming the samplers that fit."""
     proc = dk.create("process", "ouve")
-    pipe = dk.Pipeline(process=proc, network=dk.testing.MixtureOracle(GaussianMixture(torch.zeros(1, 2), 0.5), proc),
-                       parameterization="x0", sampler={"name": "reverse-diffusion", "steps": 3}, sample_shape=(2,))
-    y = torch.zeros(4, 2)
-    with pytest.raises(dk.CompatibilityError, match="endpoint"):
-        pipe.sample(4, cond=y, x_init=torch.randn(4, 2))
+    net = dk.testing.MixtureOracle(GaussianMixture(torch.zeros(1, 2), 0.5), proc)
+    for name in ("reverse-diffusion", "euler-maruyama", "sde-ancestral", "pc"):
+        with pytest.raises(dk.CompatibilityError, match="EndpointConditioned.*samplers that fit: .*sgmse-pc"):
+            dk.Pipeline(process=proc, network=net, parameterization="x0", sampler={"name": name, "steps": 3},
+                        sample_shape=(2,))

@@ -72,5 +72,5 @@ def test_corpus_pairs_are_deterministic_16k_and_at_the_requested_snr():
 @needs_espeak
 def test_spectrogram_dataset_shapes():
     d = data.spectrogram_dataset("test", n=2, frames=32, crops_per_pair=2, reverb=1.0)
-    assert d["x"].shape == d["cond"].shape == (4, 256, 32)
-    assert d["x"].is_complex() and d["cond"].abs().max() <= 0.15 * 256 ** 0.5
+    assert d.x.shape == d.cond.shape == (4, 256, 32)
+    assert d.x.is_complex() and d.cond.abs().max() <= 0.15 * 256 ** 0.5

@@ -46,6 +46,7 @@ def test_enhance_command_file_and_directory(identity_run, tmp_path, capsys):
     assert main(["enhance", str(noisy_dir), "--run", str(run), "--out", str(tmp_path / "out"),
                  "--chunk-seconds", "1.0", "--overlap-seconds", "0.2"]) == 0
     assert sorted(p.name for p in (tmp_path / "out").glob("*.wav")) == ["u0.wav", "u1.wav"]
+    assert torch.is_grad_enabled()  # the in-process command leaves autograd as it found it
     assert main(["enhance", str(tmp_path / "missing.wav"), "--run", str(run), "--out", str(tmp_path / "o")]) == 2
     assert "does not exist" in capsys.readouterr().err
 

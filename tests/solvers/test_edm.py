@@ -86,7 +86,7 @@ def test_eps_parameterization_gives_same_result(ring):
     proc = dk.create("process", "vp")
     oracle = MixtureOracle(ring, proc)
 
-    class EpsNet(torch.nn.Module):
+    class EpsNet(dk.Network):
         sample_shape = (2,)
 
         def forward(self, x, t, cond=None):

@@ -8,7 +8,7 @@ import torch
 
 import diffusekit as dk
 from diffusekit.errors import ConfigError
-from diffusekit.process import AffineGaussian, ForwardProcess
+from diffusekit.process import AdditiveGaussian, ForwardProcess
 from diffusekit.random import randn
 from diffusekit.testing.metrics import mmd
 from diffusekit.testing.oracles import GaussianMixture, MixtureOracle
@@ -37,7 +37,7 @@ SOLVERS = [
 ]
 
 
-class OUBridge(ForwardProcess, AffineGaussian):
+class OUBridge(ForwardProcess, AdditiveGaussian):
     """x_t = e^{-t} x0 + (1 - e^{-t}) y + s sqrt(1 - e^{-2t}) eps: an endpoint process (b != 0)."""
 
     t_min, t_max = 1e-3, 4.0
@@ -154,13 +154,18 @@ ALL = [("ddim", {}), ("dpm-solver", {"order": 2}), ("dpm-solver", {"order": 3}),
 @pytest.mark.parametrize("steps", [1, 2, 5])
 def test_finite_at_the_final_step_for_every_solver(process, steps):
     """Every solver ends finite with honest NFE, including the jump to sigma = 0 (EDM, PFGM++,
-    whose heavy-tailed process is SigmaParameterized only) at 1-5 steps."""
+    whose heavy-tailed process is DenoisingODE but not AdditiveGaussian) at 1-5 steps.
+    Stochastic configurations inject Gaussian noise and are refused on PFGM++."""
     proc = dk.create("process", process)
     mix = GaussianMixture.ring(4, 1.0, 0.2)
     for name, params in ALL:
         sampler = dk.create("sampler", name, steps=steps, **params)
         if process == "pfgmpp":
             oracle = pytest.importorskip("diffusekit_pfgmpp.oracle")
+            if sampler.stochastic:
+                with pytest.raises(dk.CompatibilityError, match="AdditiveGaussian"):
+                    oracle.oracle_pipeline(proc, mix.means.float(), sampler=sampler)
+                continue
             pipe = oracle.oracle_pipeline(proc, mix.means.float(), sampler=sampler)
         else:
             pipe = make_pipe(proc, mix, sampler)
@@ -186,7 +191,7 @@ def test_any_parameterization(ring):
     oracle = MixtureOracle(ring, proc)
 
     def net(kind):
-        class Net(torch.nn.Module):
+        class Net(dk.Network):
             sample_shape = (2,)
 
             def forward(self, x, t, cond=None):
@@ -243,8 +248,9 @@ def test_clear_errors():
 
         def prior(self, n, shape, cond=None, generator=None, device="cpu", dtype=torch.float32): ...
 
-    from diffusekit_solvers.gaussian import GaussianNoise
+    from diffusekit.process import AdditiveGaussian, DenoisingODE, has_capability
 
-    assert not isinstance(Tokens(), GaussianNoise)
-    assert isinstance(dk.create("process", "ve"), GaussianNoise)
-    assert all(GaussianNoise in dk.create("sampler", n).requires for n, _ in ALL)
+    gaussian = (AdditiveGaussian, DenoisingODE)
+    assert not has_capability(Tokens(), gaussian)
+    assert has_capability(dk.create("process", "ve"), gaussian)
+    assert all(dk.create("sampler", n).requires == (gaussian,) for n, _ in ALL)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..process import SDE, AffineGaussian, bcast
+from ..process import SDE, AdditiveGaussian, bcast
 from ..random import randn_like
 
 
@@ -13,13 +13,13 @@ def check_process(process, dim: int = 2, n: int = 20_000, t_end: float = 0.5, st
     """Simulate the forward SDE by Euler-Maruyama from a point mass and compare mean / std
     with the closed-form marginal a(t) x0 (+ b y), c(t). Returns the absolute errors.
 
-    The process must be SDE and AffineGaussian (b = 0, unconditional); raises AssertionError
+    The process must be SDE and AdditiveGaussian (b = 0, unconditional); raises AssertionError
     if errors exceed 5 standard errors plus the O(dt) bias.
     """
-    assert isinstance(process, SDE) and isinstance(process, AffineGaussian)
+    assert isinstance(process, SDE) and isinstance(process, AdditiveGaussian)
     g = torch.Generator().manual_seed(seed)
     x0 = torch.full((n, dim), x0_value, dtype=torch.float64)
-    t0 = getattr(process.config, "train_eps", 0.0) if hasattr(process, "config") else 0.0
+    t0 = process.train_t_min
     ts = torch.linspace(t0, t_end, steps + 1, dtype=torch.float64)
     a0, _, c0 = process.coefficients(ts[:1])
     x = a0 * x0 + c0 * torch.randn(x0.shape, generator=g, dtype=torch.float64)

@@ -9,11 +9,11 @@ Per kind:
   required parameters is reported as *skipped*, not failed);
 * process: ``sample_time`` has shape (n,) and lies in [t_min, t_max]; ``prior`` and
   ``perturb`` keep the batch size and the per-sample structure and are finite; for
-  AffineGaussian processes the x0 / eps / score / v conversions of ``Prediction`` round-trip
+  AdditiveGaussian processes the x0 / eps / score / v conversions of ``Prediction`` round-trip
   (:func:`diffusekit.testing.check_parameterization`) and c(t) > 0 inside the time range;
 * parameterization (Gaussian outputs x0 / eps / score / v): the loss on a fitting registered
   process is a finite differentiable scalar;
-* sampler fitting an unconditional AffineGaussian process: run on the exact Gaussian-mixture
+* sampler fitting an unconditional AdditiveGaussian process: run on the exact Gaussian-mixture
   oracle; samples finite, reported NFE equal to ``expected_nfe()``, MMD to the data below a
   loose bound, and per-sample generators give batch-invariant samples;
 * schedule: ``times(process, 10)`` is float64, shape (11,), strictly decreasing.
@@ -84,19 +84,9 @@ class _ProbeNet(torch.nn.Module):
 
 
 # ----------------------------------------------------------------------------- helpers
-def _batch(x: Any) -> int:
-    return x.shape[0] if torch.is_tensor(x) else next(iter(x.values())).shape[0]
-
-
-def _finite(x: Any) -> bool:
-    tensors = [x] if torch.is_tensor(x) else list(x.values())
-    return all(bool(torch.isfinite(v).all()) for v in tensors if v.is_floating_point() or v.is_complex())
-
-
-def _structure(x: Any) -> Any:
-    if torch.is_tensor(x):
-        return tuple(x.shape[1:])
-    return {k: tuple(v.shape[1:]) for k, v in x.items()}
+from ..state import all_finite as _finite
+from ..state import batch_size as _batch
+from ..state import shape_of as _structure
 
 
 def _create(kind: str, name: str) -> Any:
@@ -112,17 +102,17 @@ def _create(kind: str, name: str) -> Any:
 
 
 def _example(process, n: int, gen: torch.Generator) -> tuple[Any, Any]:
-    make = getattr(process, "conformance_example", None)
-    if make is not None:
-        return make(n, gen)
+    example = process.conformance_example(n, gen)
+    if example is not None:
+        return example
     return process.prior(n, _PROBE_SHAPE, generator=gen), None
 
 
 def _is_plain_gaussian(process) -> bool:
-    """AffineGaussian with b = 0 and Tensor states: the Gaussian-mixture oracle applies."""
-    from ..process import AffineGaussian
+    """AdditiveGaussian with b = 0 and Tensor states: the Gaussian-mixture oracle applies."""
+    from ..process import AdditiveGaussian
 
-    if not isinstance(process, AffineGaussian):
+    if not isinstance(process, AdditiveGaussian):
         return False
     try:  # processes with an endpoint y (b != 0) need a condition and refuse None
         return process.endpoint(None, torch.zeros(1, 2)) is None
@@ -130,10 +120,12 @@ def _is_plain_gaussian(process) -> bool:
         return False
 
 
-def _reference_processes(requires: Iterable[type]) -> list[tuple[str, Any]]:
-    """Registered processes (default config) that have every required capability."""
+def _reference_processes(requires: Iterable, excludes: Iterable = ()) -> list[tuple[str, Any]]:
+    """Registered processes (default config) that have every required capability and none
+    of the excluded ones."""
     from ..api import create
     from ..plugins import get_registry
+    from ..process import has_capability
 
     out = []
     for spec in get_registry().specs("process"):
@@ -141,7 +133,8 @@ def _reference_processes(requires: Iterable[type]) -> list[tuple[str, Any]]:
             proc = create("process", spec.name)
         except Exception:  # noqa: BLE001 - processes needing parameters are not references
             continue
-        if all(isinstance(proc, cap) for cap in requires):
+        if all(has_capability(proc, cap) for cap in requires) and not any(
+                has_capability(proc, cap) for cap in excludes):
             out.append((spec.name, proc))
     # prefer the canonical VP process when it fits
     out.sort(key=lambda p: (p[0] != "vp", p[0]))
@@ -168,7 +161,7 @@ def _check_config(rec: _Recorder, spec) -> None:
 
 
 def _check_process(rec: _Recorder, proc) -> None:
-    from ..process import AffineGaussian
+    from ..process import AdditiveGaussian, LieGroup, Product
 
     gen = torch.Generator().manual_seed(0)
     n = 6
@@ -184,7 +177,7 @@ def _check_process(rec: _Recorder, proc) -> None:
     def prior_and_perturb():
         x0, cond = _example(proc, n, gen)
         assert _batch(x0) == n, f"example / prior batch {_batch(x0)} != {n}"
-        prior = proc.prior(n, _structure(x0) if torch.is_tensor(x0) else _PROBE_SHAPE, cond=cond, generator=gen)
+        prior = proc.prior(n, _structure(x0), cond=cond, generator=gen)
         assert _batch(prior) == n and _finite(prior), "prior is not a finite batch of n states"
         t = proc.sample_time(n, gen)
         pert = proc.perturb(x0, t, cond=cond, generator=gen)
@@ -194,7 +187,7 @@ def _check_process(rec: _Recorder, proc) -> None:
 
     rec.run("prior / perturb shapes, finite", prior_and_perturb)
 
-    if isinstance(proc, AffineGaussian):
+    if isinstance(proc, AdditiveGaussian) and not isinstance(proc, Product):
         def coefs():
             t = torch.linspace(float(proc.t_min), float(proc.t_max), 33, dtype=torch.float64)
             a, b, c = proc.coefficients(t)
@@ -202,8 +195,62 @@ def _check_process(rec: _Recorder, proc) -> None:
             # bridges may pin an end (c = 0 there); inside the range the noise must be positive
             assert bool((c >= 0).all()) and bool((c[1:-1] > 0).all()), "c(t) must be > 0 inside (t_min, t_max)"
 
-        rec.run("AffineGaussian coefficients finite, c > 0 inside", coefs)
+        rec.run("AdditiveGaussian coefficients finite, c > 0 inside", coefs)
         rec.run("x0/eps/score/v round trip", lambda: _round_trip(proc))
+    if isinstance(proc, LieGroup):
+        rec.run("Lie group: exp/log, hat/vee, compose/inverse, geodesic", lambda: _lie_group(proc))
+        rec.run("Lie group: prior and perturb stay on the group", lambda: _on_group(proc))
+    if isinstance(proc, Product):
+        rec.run("Product: one component per state key", lambda: _product(proc))
+
+
+def _lie_group(proc, atol: float = 1e-6) -> str:
+    """Group identities in float64 at random algebra points (angles below pi)."""
+    gen = torch.Generator().manual_seed(0)
+    d = int(proc.algebra_dim)
+    xi = torch.randn(16, d, generator=gen, dtype=torch.float64)
+    xi = xi / xi.norm(dim=-1, keepdim=True).clamp_min(1e-12) * torch.rand(16, 1, generator=gen, dtype=torch.float64) * 2.5
+    xi[0] = 0.0                       # identity
+    xi[1] = xi[1] * 1e-9              # small-angle branch
+    g = proc.exp(xi)
+    eye = proc.identity((16,), dtype=torch.float64)
+    err = {
+        "log(exp(xi)) = xi": (proc.log(g) - xi).abs().max(),
+        "vee(hat(xi)) = xi": (proc.vee(proc.hat(xi)) - xi).abs().max(),
+        "exp(0) = identity": (proc.exp(torch.zeros(1, d, dtype=torch.float64)) - eye[:1]).abs().max(),
+        "g g^-1 = identity": (proc.compose(g, proc.inverse(g)) - eye).abs().max(),
+        "exp(log(g)) = g": (proc.exp(proc.log(g)) - g).abs().max(),
+    }
+    h = proc.exp(torch.randn(16, d, generator=gen, dtype=torch.float64) * 0.5)
+    err["geodesic(g, h, 0) = g"] = (proc.geodesic(g, h, 0.0) - g).abs().max()
+    err["geodesic(g, h, 1) = h"] = (proc.geodesic(g, h, 1.0) - h).abs().max()
+    worst = max(float(v) for v in err.values())
+    bad = [k for k, v in err.items() if float(v) > atol]
+    assert not bad, f"{bad} fail (errors {[f'{float(err[k]):.1e}' for k in bad]})"
+    return f"max error {worst:.1e}"
+
+
+def _on_group(proc, atol: float = 1e-4) -> None:
+    """The prior and perturbed states are group elements: log then exp gives them back."""
+    gen = torch.Generator().manual_seed(1)
+    x0, cond = _example(proc, 6, gen)
+    t = proc.sample_time(6, gen)
+    for name, g in (("prior", proc.prior(6, _structure(x0), cond=cond, generator=gen)),
+                    ("x_t", proc.perturb(x0, t, cond=cond, generator=gen).x_t)):
+        g64 = g.to(torch.float64)
+        err = float((proc.exp(proc.log(g64)) - g64).abs().max())
+        assert err < atol, f"{name} is not on the group: exp(log(g)) differs by {err:.1e}"
+
+
+def _product(proc) -> str:
+    gen = torch.Generator().manual_seed(2)
+    x0, cond = _example(proc, 4, gen)
+    assert isinstance(x0, dict) and set(x0) == set(proc.components), (
+        f"state keys {sorted(x0) if isinstance(x0, dict) else type(x0).__name__} != components "
+        f"{sorted(proc.components)}")
+    pert = proc.perturb(x0, proc.sample_time(4, gen), cond=cond, generator=gen)
+    assert set(pert.x_t) == set(proc.components), "perturb lost a key"
+    return f"keys {sorted(proc.components)}"
 
 
 def _round_trip(proc, atol: float = 1e-5) -> str:
@@ -213,7 +260,7 @@ def _round_trip(proc, atol: float = 1e-5) -> str:
     from ..process import bcast
 
     gen = torch.Generator().manual_seed(0)
-    if getattr(proc, "conformance_example", None) is None and not _is_plain_gaussian(proc):
+    if proc.conformance_example(1, gen) is None and not _is_plain_gaussian(proc):
         raise _Skip("the process needs a condition (b != 0): define conformance_example(n, generator)")
     x0, cond = _example(proc, 8, gen)
     if not torch.is_tensor(x0):
@@ -250,7 +297,7 @@ def _check_parameterization(rec: _Recorder, param) -> None:
     def loss():
         refs = [(n, p) for n, p in _reference_processes(param.requires) if _is_plain_gaussian(p)]
         if not refs:
-            raise _Skip("no registered unconditional AffineGaussian process fits")
+            raise _Skip("no registered unconditional AdditiveGaussian process fits")
         pname, proc = refs[0]
         net = _ProbeNet(_PROBE_SHAPE[0])
         x0 = torch.randn(32, *_PROBE_SHAPE, generator=torch.Generator().manual_seed(0))
@@ -269,14 +316,15 @@ def _check_sampler(rec: _Recorder, name: str, sampler) -> None:
     from .metrics import mmd
     from .oracles import GaussianMixture, MixtureOracle
 
-    refs = [(n, p) for n, p in _reference_processes(sampler.requires) if _is_plain_gaussian(p)]
+    refs = [(n, p) for n, p in _reference_processes(sampler.required_capabilities(), sampler.excludes)
+            if _is_plain_gaussian(p)]
     if not refs:
         rec.run("oracle sampling", lambda: (_ for _ in ()).throw(
-            _Skip("no registered unconditional AffineGaussian process fits its requirements")))
+            _Skip("no registered unconditional AdditiveGaussian process fits its requirements")))
         return
     pname, proc = refs[0]
     gm = GaussianMixture.ring(k=4, radius=1.0, std=0.15)
-    accepts = getattr(sampler, "accepts_parameterizations", None)
+    accepts = sampler.accepts_parameterizations
     param = "x0" if accepts is None or "x0" in accepts else sorted(accepts)[0]
 
     def pipe():
@@ -331,10 +379,12 @@ def _check_network(rec: _Recorder, net) -> None:
     def call():
         if not isinstance(net, torch.nn.Module):
             raise _Skip("not a torch.nn.Module")
-        make = getattr(net, "example_inputs", None)
-        shape = getattr(net, "sample_shape", None)
-        if make is not None:
-            x, t, cond = make(3)
+        from ..network import network_example, network_sample_shape
+
+        example = network_example(net, 3)
+        shape = network_sample_shape(net)
+        if example is not None:
+            x, t, cond = example
         elif shape is not None:
             x, t, cond = torch.randn(3, *shape), torch.full((3,), 0.5), None
         else:
@@ -386,6 +436,24 @@ def _check_component(rec: _Recorder, spec) -> None:
     elif spec.kind == "command":
         rec.run("command is callable", lambda: None if callable(spec.obj) else (_ for _ in ()).throw(
             TypeError("registered command is not callable")))
+
+
+def check_object(kind: str, obj: Any, name: str = "") -> list[CheckResult]:
+    """Run the per-kind checks on an already constructed component (e.g. one defined in a
+    test file and never registered); never raises."""
+    rec = _Recorder(kind, name or type(obj).__name__)
+    checker = {"process": _check_process, "parameterization": _check_parameterization,
+               "schedule": _check_schedule, "network": _check_network}.get(kind)
+    try:
+        if checker is not None:
+            checker(rec, obj)
+        elif kind == "sampler":
+            _check_sampler(rec, rec.name, obj)
+        else:
+            raise ValueError(f"no checks for kind {kind!r}")
+    except Exception as exc:  # noqa: BLE001
+        rec.results.append(CheckResult(kind, rec.name, "conformance kit", "fail", f"{type(exc).__name__}: {exc}"))
+    return rec.results
 
 
 def run_checks(plugin: str) -> list[CheckResult]:

@@ -1,4 +1,4 @@
-"""Exact denoisers for Gaussian-mixture data under any AffineGaussian process.
+"""Exact denoisers for Gaussian-mixture data under any AdditiveGaussian process.
 
 Data x0 ~ sum_k pi_k N(mu_k, s_k^2 I). With z = x_t - b y = a x0 + c eps:
 z | k ~ N(a mu_k, (a^2 s_k^2 + c^2) I), responsibilities w_k proportional to
@@ -12,9 +12,9 @@ import math
 
 
 import torch
-from torch import nn
 
-from ..process import AffineGaussian, bcast
+from ..network import Network
+from ..process import AdditiveGaussian, bcast
 from ..random import GeneratorLike, rand, randn
 
 
@@ -65,10 +65,10 @@ class GaussianMixture:
         return GaussianMixture(self.means * a, torch.sqrt(a * a * self.stds ** 2 + c * c), self.weights)
 
 
-class MixtureOracle(nn.Module):
+class MixtureOracle(Network):
     """Network returning the exact E[x0 | x_t] (use with the ``x0`` parameterization)."""
 
-    def __init__(self, mixture: GaussianMixture, process: AffineGaussian):
+    def __init__(self, mixture: GaussianMixture, process: AdditiveGaussian):
         super().__init__()
         self.mixture = mixture
         self.process = process
@@ -92,6 +92,12 @@ class MixtureOracle(nn.Module):
         w = torch.softmax(logw, dim=1)
         post = mu[None] + (a_ * s2[None] / v)[:, :, None] * diff
         return (w[:, :, None] * post).sum(1).to(dtype)
+
+    def example_inputs(self, batch: int = 4):
+        """(x_t, t, None) with t halfway through the process's time range."""
+        g = torch.Generator().manual_seed(0)
+        t = torch.full((batch,), 0.5 * (float(self.process.t_min) + float(self.process.t_max)))
+        return torch.randn(batch, self.mixture.dim, generator=g), t, None
 
 
 def oracle_pipeline(process, mixture: GaussianMixture, sampler=None, parameterization: str = "x0"):

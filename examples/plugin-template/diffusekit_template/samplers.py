@@ -1,4 +1,4 @@
-"""Deterministic DDIM (Song, Meng & Ermon 2021, eq. 12 with eta = 0) for any AffineGaussian
+"""Deterministic DDIM (Song, Meng & Ermon 2021, eq. 12 with eta = 0) for any AdditiveGaussian
 process x_t = a(t) x0 + b(t) y + c(t) eps.
 
 From the denoiser's estimates (x0_hat, eps_hat) at time t_i, the next state is
@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from diffusekit.process import AffineGaussian, bcast
+from diffusekit.process import AdditiveGaussian, PinnedBridge, bcast
 from diffusekit.sampler import Plan, SamplerConfig, StepSampler
 
 
@@ -29,7 +29,9 @@ class DDIM(StepSampler):
     """Deterministic DDIM (eta = 0) over a precomputed plan; NFE = steps."""
 
     Config = DDIMConfig
-    requires = (AffineGaussian,)
+    requires = (AdditiveGaussian,)
+    #: eps = (x - a x0 - b y) / c is undefined where a bridge is pinned (c = 0)
+    excludes = (PinnedBridge,)
 
     def build_plan(self, process) -> Plan:
         from diffusekit.api import create
