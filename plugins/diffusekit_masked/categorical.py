@@ -6,7 +6,7 @@ Because u lives on a grid of 2^-24 in float32 (2^-53 in float64), E is bounded:
 ``E_min = eps - log(1 - 2^-24 + eps)`` and ``E_max = eps - log(eps)``. A category with
 ``p_i / p_max < E_min / E_max`` can never win: 2.59e-9 in float32 and 9.3e-18 in float64
 (Zheng et al. 2024, "Masked diffusion models are secretly time-agnostic masked models and
-exploit inaccurate categorical sampling"; methods.md section 7). In a many-step ancestral
+exploit inaccurate categorical sampling"; docs/plugins/masked.md). In a many-step ancestral
 update the stay-masked probability is p_max, so low-probability tokens become unreachable
 in float32, which lowers the token entropy. Sample in float64 (the default everywhere here).
 """

@@ -1,7 +1,7 @@
 """NELBO estimators for the masked process (nats per sequence).
 
 NELBO(x) = int_0^1 w(t) E_{x_t ~ q(.|x)} [ sum_{i: x_t^i = mask} -log p(x^i | x_t) ] dt,
-w(t) = -alpha'(t) / (1 - alpha(t))  (MDLM eq. 10, MD4 eq. 5; methods.md section 7).
+w(t) = -alpha'(t) / (1 - alpha(t))  (MDLM eq. 10, MD4 eq. 5; docs/plugins/masked.md).
 
 For a network that ignores t the integral over t can be done in closed form: the mask set S
 has probability (1 - alpha)^|S| alpha^(L - |S|) and int_0^1 w (1 - alpha)^n alpha^(L - n) dt =

@@ -61,7 +61,7 @@ class Logits(Parameterization):
         E_t [ -alpha'_t / (1 - alpha_t) * sum_{i masked} -log p(x0^i | x_t) ] / L.
 
         With ``time_agnostic``: E_{n ~ U{1..L}} E_{|S| = n} [(1/n) sum_{i in S} -log p(x0^i | x_S)],
-        the same objective in expectation (methods.md section 7), network time alpha^{-1}(1 - n/L).
+        the same objective in expectation (docs/plugins/masked.md), network time alpha^{-1}(1 - n/L).
         """
         process = denoiser.process
         b, length = x0.shape

@@ -2,7 +2,7 @@
 
 State: LongTensor (B, L) with ids in [0, vocab_size) for data tokens and ``mask_id =
 vocab_size`` for the mask. q(x_t^i | x0^i) = alpha_t delta_{x0^i} + (1 - alpha_t) delta_mask,
-independently per position (methods.md section 7). The prior at t = 1 is all-mask.
+independently per position (docs/plugins/masked.md). The prior at t = 1 is all-mask.
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ class AncestralConfig(SamplerConfig):
 class Ancestral(StepSampler):
     """MDLM ancestral steps t -> s: a masked token becomes v with probability
     (alpha_s - alpha_t) / (1 - alpha_t) p(v | x_t) and stays masked with (1 - alpha_s) / (1 - alpha_t)
-    (methods.md section 7). Tokens are sampled independently given x_t, so with few steps the
+    (docs/plugins/masked.md). Tokens are sampled independently given x_t, so with few steps the
     sampler factorises the joint (its known error); at s = 0 every mask is filled, so the
     result never contains a mask (or NaN: the plan has no division at t = 0).
     """

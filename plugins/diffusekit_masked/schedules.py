@@ -2,7 +2,7 @@
 
 Time runs from t = 0 (clean data) to t = 1 (the prior). Every schedule provides alpha(t), its
 derivative alpha'(t) and the inverse t = alpha^{-1}(a) in closed form (the first-hitting
-sampler needs the inverse; methods.md section 7):
+sampler needs the inverse; docs/plugins/masked.md):
 
 * ``linear``      alpha = 1 - t                      (MD4; NELBO weight -alpha'/(1 - alpha) = 1/t)
 * ``cosine``      alpha = cos(pi t / 2)               (MD4, MaskGIT)
@@ -60,7 +60,7 @@ class MaskSchedule:
         return ((1 - a) / (1 - self.eps)).clamp(0, 1)
 
     def weight(self, t: torch.Tensor) -> torch.Tensor:
-        """NELBO weight -alpha'(t) / (1 - alpha(t)) (methods.md section 7); 1/t for linear."""
+        """NELBO weight -alpha'(t) / (1 - alpha(t)) (docs/plugins/masked.md); 1/t for linear."""
         if self.name in ("linear", "log-linear"):
             return 1 / t  # exact simplification, no cancellation near t = 0
         if self.name == "polynomial":

@@ -9,7 +9,7 @@ For data in R^N and augmented dimension D the perturbation kernel is
 a multivariate Student-t with nu = D degrees of freedom and scale sigma = r / sqrt(D). With the
 alignment r = sigma sqrt(D) (the paper's transfer of EDM hyper-parameters) it tends to N(y, sigma^2 I) as D -> inf.
 
-Sampling (as in the reference training code; methods.md section 3): the radius R = |x - y| satisfies
+Sampling (as in the reference training code; docs/plugins/pfgmpp.md): the radius R = |x - y| satisfies
 R^2 / r^2 ~ BetaPrime(N/2, D/2), i.e. R = r sqrt(Z / (1 - Z)) with Z ~ Beta(N/2, D/2), and the
 direction u is uniform on the unit sphere. We draw Z through two independent Gamma variates,
 Z / (1 - Z) = G_N / G_D with G_N ~ Gamma(N/2), G_D ~ Gamma(D/2), which avoids the cancellation in

@@ -6,7 +6,7 @@ With sigma = process.sigma(t) and sd = sigma_data the denoiser is
     c_skip = sd^2 / (sigma^2 + sd^2),   c_out = sigma sd / sqrt(sigma^2 + sd^2),
     c_in = 1 / sqrt(sigma^2 + sd^2),    c_noise = ln(sigma) / 4.
 
-**What the network receives** (the DESIGN.md contract ``network(x, t, cond)``): with
+**What the network receives** (the network-call contract ``network(x, t, cond)`` of docs/architecture.md): with
 ``precondition=True`` (default) it is called as ``network(c_in * x_t, c_noise, cond)`` with
 ``c_noise = ln(sigma) / 4`` of shape (B,), and its output is F (not x0). With
 ``precondition=False`` it is called as ``network(x_t, sigma, cond)`` and must return x0

@@ -47,6 +47,11 @@ def run_enhance(args) -> int:
 
 
 def _enhance_files(args, files, targets, sampler) -> int:
+    import soundfile as sf
+    import torch
+
+    from .enhance import enhance_waveform, load_run
+
     pipe, predictive = load_run(args.run)
     for f, target in zip(files, targets):
         wav, sr = sf.read(str(f), dtype="float32", always_2d=True)

@@ -62,18 +62,11 @@ class ToyNet(Network):
 
 
 @pytest.fixture
-def registry(isolated_registry):
-    import diffusekit.builtins
-    import diffusekit_onnx
-    import diffusekit_sde
-
-    for module in (diffusekit.builtins, diffusekit_sde, diffusekit_onnx):
-        info = isolated_registry.load_module(module)
-        assert info.status == "loaded", info.error
-    reg = isolated_registry.registry
+def registry(sde_registry):
+    reg = sde_registry.registry
     reg.register("process", "toy-product", ToyProduct, config=ToyProductConfig)
     reg.register("network", "toy-product-net", ToyNet, config=ToyNetConfig)
-    return isolated_registry
+    return sde_registry
 
 
 def data(n: int, seed: int = 0) -> dict:

@@ -58,18 +58,11 @@ class DictNet(Network):
 
 
 @pytest.fixture
-def registry(isolated_registry):
-    import diffusekit.builtins
-    import diffusekit_onnx
-    import diffusekit_sde
-
-    for module in (diffusekit.builtins, diffusekit_sde, diffusekit_onnx):
-        info = isolated_registry.load_module(module)
-        assert info.status == "loaded", info.error
-    reg = isolated_registry.registry
+def registry(sde_registry):
+    reg = sde_registry.registry
     reg.register("process", "test-two-vp", TwoVP)
     reg.register("network", "test-dict-net", DictNet)
-    return isolated_registry
+    return sde_registry
 
 
 def make_pipe(sampler=None):

@@ -1,5 +1,5 @@
 """Closed-form checks on a toy joint (L = 3, V = 3) with the exact conditionals as network
-(methods.md section 7, checks (1) and (3))."""
+(docs/plugins/masked.md)."""
 
 import math
 

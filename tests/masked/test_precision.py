@@ -1,4 +1,4 @@
-"""Categorical sampling precision (methods.md section 7, check (4)): the exponential race in
+"""Categorical sampling precision (docs/plugins/masked.md): the exponential race in
 float32 cannot produce a category with p_i / p_max < 2.59e-9; float64 moves this to 9.3e-18."""
 
 import math

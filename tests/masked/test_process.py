@@ -116,7 +116,7 @@ def test_masked_declares_absorbing_and_its_components_require_it(oracle):
 
 
 def test_first_hitting_time_is_max_of_uniforms():
-    """methods.md 7, check (2): t u^{1/n} has the law of the max of n U(0, t) draws."""
+    """docs/plugins/masked.md: t u^{1/n} has the law of the max of n U(0, t) draws."""
     g = torch.Generator().manual_seed(0)
     t, n, m = 0.8, 5, 20000
     s = t * torch.rand(m, generator=g, dtype=torch.float64) ** (1 / n)

@@ -1,4 +1,4 @@
-"""Closed-form checks of the PFGM++ perturbation kernel (methods.md section 3, checks 1-2)."""
+"""Closed-form checks of the PFGM++ perturbation kernel (docs/plugins/pfgmpp.md)."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Langevin corrector stationarity (methods.md section 1, check 4)."""
+"""Langevin corrector stationarity (docs/plugins/sde.md)."""
 
 import torch
 

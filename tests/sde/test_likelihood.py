@@ -1,4 +1,4 @@
-"""Probability-flow ODE likelihood (methods.md section 1, check 3) and Hutchinson unbiasedness."""
+"""Probability-flow ODE likelihood (docs/plugins/sde.md) and Hutchinson unbiasedness."""
 
 import math
 

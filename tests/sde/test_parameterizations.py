@@ -1,4 +1,4 @@
-"""Loss weightings of the Gaussian parameterizations (Song et al. 2021, eq. 7; methods.md 1)."""
+"""Loss weightings of the Gaussian parameterizations (Song et al. 2021, eq. 7; docs/plugins/sde.md)."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Closed-form checks of the score-SDE processes (methods.md section 1, checks 1-2)."""
+"""Closed-form checks of the score-SDE processes (docs/plugins/sde.md)."""
 
 import math
 

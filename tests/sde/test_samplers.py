@@ -1,5 +1,5 @@
 """Every score-SDE sampler driven by the exact Gaussian-mixture oracle reaches the data
-distribution at a stated NFE (methods.md section 1, check 2), with honest NFE accounting,
+distribution at a stated NFE (docs/plugins/sde.md), with honest NFE accounting,
 batch-invariant noise and finite final steps."""
 
 import pytest

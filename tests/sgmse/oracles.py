@@ -3,7 +3,7 @@
 x0 ~ CN(mu, s^2) entrywise (variance s^2 / 2 per real part), y fixed. For an AdditiveGaussian
 process x_t = a x0 + b y + c z: p_t = CN(m, v) with m = a mu + b y, v = a^2 s^2 + c^2, so
 E[x0 | x_t] = mu + a s^2 (x_t - m) / v and E[z | x_t] = c (x_t - m) / v; the score is
--(x_t - m) / v (methods.md section 2, check 3).
+-(x_t - m) / v (docs/plugins/sgmse.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Closed-form checks of the OUVE and Schroedinger-bridge processes (methods.md section 2)."""
+"""Closed-form checks of the OUVE and Schroedinger-bridge processes (docs/plugins/sgmse.md)."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Complex Gaussian toy (methods.md section 2, check 3): with the exact denoiser, samplers started
+"""Complex Gaussian toy (docs/plugins/sgmse.md): with the exact denoiser, samplers started
 from the true p_1 return the clean distribution CN(mu, s^2); SB steps are exact posteriors."""
 
 import math
@@ -141,3 +141,31 @@ def test_one_step_predictive_uses_only_y():
     a = pipe.sample(3, cond=cond, x_init=torch.zeros_like(cond))
     b = pipe.sample(3, cond=cond, x_init=torch.ones_like(cond))
     assert torch.equal(a, b) and pipe.last_nfe == 1
+
+
+def test_every_registered_sampler_samples_sb_correctly_or_is_refused():
+    """The pinned bridge (x_1 = y exactly, c(1) = 0): each registered sampler either reaches the
+    closed form of the complex Gaussian toy from y (mean mu; for stochastic samplers also the
+    variance s^2) or is refused at construction, naming the samplers that fit."""
+    proc = SchroedingerBridge()
+    n = 2000
+    cond = Y.expand(n, 2, 2)
+    accepted = []
+    for name in dk.registry().names("sampler"):
+        try:
+            sampler = dk.create("sampler", {"name": name, "steps": 400})
+        except dk.ConfigError:
+            sampler = dk.create("sampler", name)
+        try:
+            pipe = _pipe(proc, "sgmse-x0", sampler)
+        except dk.CompatibilityError as exc:
+            assert "fit" in str(exc), (name, str(exc))
+            continue
+        accepted.append(name)
+        x = pipe.sample(n, cond=cond, x_init=proc.prior(n, (2, 2), cond=cond), generator=torch.Generator().manual_seed(5))
+        a, b, _ = (float(v) for v in proc.coefficients(torch.tensor(proc.t_min, dtype=torch.float64)))
+        assert (x.mean(0) - (a * MU + b * Y)).abs().max() < 6 * S / math.sqrt(n) + 1e-3, name
+        if sampler.stochastic:
+            var = (x - x.mean(0)).abs().pow(2).mean().item()
+            assert var == pytest.approx(S * S, rel=0.06), (name, var)
+    assert sorted(accepted) == ["one-step", "sb-ode", "sb-sde"], accepted  # one-step: x0_hat(y, 1)
