@@ -262,11 +262,22 @@ def export_module(module: nn.Module, inputs: Sequence[Any], names: Sequence[str]
 
 
 def _export(module, inputs, names, output_names, path, opset, axes, what):
+    import inspect
+
     args = tuple(inputs)
+    kwargs: dict[str, Any] = {}
+    shapes: Any = dynamic_shapes_for(args, axes)
+    if args and isinstance(args[-1], Mapping):
+        # torch.onnx.export reads a trailing dict argument (a dict condition) as keyword
+        # arguments: pass it by its parameter name, with the dynamic shapes keyed by name
+        params = list(inspect.signature(module.forward).parameters)
+        kwargs = {params[len(args) - 1]: args[-1]}
+        shapes = {params[i]: shapes[i] for i in range(len(args))}
+        args = args[:-1]
     try:
         with quiet():
-            prog = torch.onnx.export(module, args, dynamo=True, opset_version=opset,
-                                     dynamic_shapes=dynamic_shapes_for(args, axes),
+            prog = torch.onnx.export(module, args, kwargs=kwargs, dynamo=True, opset_version=opset,
+                                     dynamic_shapes=shapes,
                                      input_names=list(names), output_names=list(output_names),
                                      verbose=False, report=False, external_data=False)
     except Exception as exc:  # noqa: BLE001 - re-raised as one readable error
