@@ -32,6 +32,7 @@ _LAZY = {
     "SamplingResult": ("pipeline", "SamplingResult"),
     "train": ("train", None),
     "export": ("export", None),
+    "distributed": ("distributed", None),
     # interfaces
     "Component": ("config", "Component"),
     "ComponentConfig": ("config", "ComponentConfig"),
@@ -65,6 +66,7 @@ _LAZY = {
     "Guidance": ("guidance", "Guidance"),
     "Conditioner": ("conditioner", "Conditioner"),
     "Exporter": ("export", "Exporter"),
+    "Metric": ("metrics", "Metric"),
     # errors
     "DiffusekitError": ("errors", "DiffusekitError"),
     "ConfigError": ("errors", "ConfigError"),
@@ -73,6 +75,7 @@ _LAZY = {
     "NonFiniteError": ("errors", "NonFiniteError"),
     "PluginError": ("errors", "PluginError"),
     "ShapeError": ("errors", "ShapeError"),
+    "IntegrityError": ("errors", "IntegrityError"),
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -1,10 +1,11 @@
-"""The core's own plugin: generic time grids and the pass-through conditioner.
+"""The core's own plugin: generic time grids, the pass-through conditioner and the MMD metric.
 
 Loaded through the ``diffusekit`` entry-point group like any third-party plugin.
 """
 
 from .conditioner import PassThrough
 from .hookspecs import hookimpl
+from .metrics import MMD
 from .timegrids import Explicit, Karras, LogSNR, Quadratic, Uniform
 
 DIFFUSEKIT_API = ">=1,<2"
@@ -23,3 +24,8 @@ def register_schedules(register):
 @hookimpl
 def register_conditioners(register):
     register("passthrough", PassThrough)
+
+
+@hookimpl
+def register_metrics(register):
+    register("mmd", MMD, description="unbiased squared MMD (sum of RBF kernels) between a sample set and a reference set")

@@ -96,15 +96,40 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _is_directory_out(out: str) -> bool:
+    """``--out`` names a directory of shards: an existing directory, a path ending in a
+    separator, or a path without a file suffix (``.safetensors``, ``.npy``, ``.png`` are files)."""
+    import os
+    from pathlib import Path
+
+    return out.endswith(("/", os.sep)) or Path(out).is_dir() or Path(out).suffix == ""
+
+
+def _spec(text: str | None):
+    if text is None:
+        return None
+    return json.loads(text) if text.lstrip().startswith("{") else text
+
+
 def cmd_sample(args) -> int:
     import torch
 
     import diffusekit as dk
 
-    pipe = dk.Pipeline.load(args.run, backend=args.backend)
+    from .errors import ConfigError
+
     kwargs = {}
     if args.sampler:
-        kwargs["sampler"] = json.loads(args.sampler) if args.sampler.startswith("{") else args.sampler
+        kwargs["sampler"] = _spec(args.sampler)
+    if _is_directory_out(args.out):
+        return _sample_sharded(args, kwargs)
+    if args.batch_size is not None:
+        raise ConfigError(f"--batch-size applies to sharded output (a directory --out); {args.out!r} is a single "
+                          "file, drawn in one batch. Pass a directory (e.g. --out samples/) to shard", loc="batch_size")
+    if dk.distributed.world_size() > 1:
+        raise ConfigError(f"{args.out!r} is a single file, which {dk.distributed.world_size()} processes cannot share; "
+                          "pass a directory (e.g. --out samples/) to write one shard per batch", loc="out")
+    pipe = dk.Pipeline.load(args.run, backend=args.backend)
     x = pipe.sample(args.n, generator=torch.Generator().manual_seed(args.seed), progress=not args.quiet, **kwargs)
     from safetensors.torch import save_file
 
@@ -119,6 +144,143 @@ def cmd_sample(args) -> int:
 
         np.save(args.out, x.detach().cpu().numpy())
     print(f"wrote {args.n} samples ({pipe.last_nfe} NFE) to {args.out}")
+    return 0
+
+
+def _sample_sharded(args, kwargs) -> int:
+    from pathlib import Path
+
+    import diffusekit as dk
+
+    dist = dk.distributed
+    dist.init()
+    pipe = dk.Pipeline.load(args.run, backend=args.backend, device=dist.device())
+    batch_size = 64 if args.batch_size is None else args.batch_size
+    report = dist.sample(pipe, args.n, args.out, batch_size=batch_size, seed=args.seed,
+                         progress=not args.quiet, **kwargs)
+    if dist.is_main():
+        rate = f", {report.samples_drawn / report.seconds:.1f} samples/s" if report.samples_drawn else ""
+        print(f"wrote {args.n} samples in {report.num_shards} shards to {args.out} ({report.drawn} drawn, "
+              f"{report.skipped} reused; {report.world_size} process(es){rate}); manifest "
+              f"{Path(args.out) / dist.MANIFEST_FILE}")
+    return 0
+
+
+def _load_items(path: str | None, key: str | None, loc: str, dataset_ok: bool = False):
+    """Items to evaluate: a tensor (rows are items) or a lazily loaded list of WAV files."""
+    from pathlib import Path
+
+    import torch
+
+    import diffusekit as dk
+
+    from . import state as st
+    from .errors import ConfigError
+
+    p = Path(path)
+    if p.is_dir():
+        if (p / dk.distributed.MANIFEST_FILE).exists():
+            x = dk.distributed.load_samples(p)
+            if not torch.is_tensor(x):
+                flat = st.flatten(x)
+                if key not in flat:
+                    raise ConfigError(f"{path} holds a dict state with leaves {sorted(flat)}; pick one with --key",
+                                      loc="key")
+                x = flat[key]
+            return x
+        wavs = sorted(p.glob("*.wav"))
+        if not wavs:
+            raise ConfigError(f"{path} has no {dk.distributed.MANIFEST_FILE} and no .wav files; pass a sample "
+                              "directory written by `diffusekit sample`, a directory of WAV files, a .safetensors or "
+                              ".npy file", loc=loc)
+        return _WavItems(wavs)
+    if p.suffix == ".safetensors" and p.exists():
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(p))
+        if key is None and len(tensors) == 1:
+            return next(iter(tensors.values()))
+        k = key or "samples"
+        if k not in tensors:
+            raise ConfigError(f"{path} has keys {sorted(tensors)}; pick one with --key", loc="key")
+        return tensors[k]
+    if p.suffix == ".npy" and p.exists():
+        import numpy as np
+
+        return torch.from_numpy(np.load(str(p), allow_pickle=False))
+    if dataset_ok and not p.exists():
+        reg = dk.registry()
+        spec = _spec(path)
+        name = spec.get("name") if isinstance(spec, dict) else spec
+        if ("dataset", name) in reg:
+            from .train import as_example
+
+            return as_example(dk.create("dataset", spec, loc=loc)).x
+    raise ConfigError(f"{path!r} not found (expected a sample directory, a directory of .wav files, a .safetensors "
+                      "or .npy file" + (", or a registered dataset name / JSON spec" if dataset_ok else "") + ")",
+                      loc=loc)
+
+
+class _WavItems:
+    """WAV files read on access (mono float32), so each rank reads only the files it scores."""
+
+    def __init__(self, files):
+        self.files = list(files)
+        self.names = [f.name for f in self.files]
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        try:
+            import soundfile as sf
+        except ImportError:  # pragma: no cover - the audio extra is missing
+            from .errors import ConfigError
+
+            raise ConfigError("reading .wav files needs soundfile: pip install 'diffusekit[audio]'",
+                              loc="samples") from None
+        import torch
+
+        wav, _ = sf.read(str(self.files[i]), dtype="float32", always_2d=True)
+        return torch.from_numpy(wav.mean(1))
+
+    def matched(self, other: "_WavItems") -> "_WavItems":
+        """``other``'s files in this list's order (matched by file name)."""
+        from .errors import ConfigError
+
+        by_name = dict(zip(other.names, other.files))
+        missing = [n for n in self.names if n not in by_name]
+        if missing:
+            raise ConfigError(f"{len(missing)} sample file(s) have no reference of the same name, e.g. "
+                              f"{missing[:5]}; the reference directory must hold one file per sample",
+                              loc="reference")
+        return _WavItems([by_name[n] for n in self.names])
+
+
+def cmd_evaluate(args) -> int:
+    import math
+
+    import diffusekit as dk
+
+    dist = dk.distributed
+    dist.init()
+    samples = _load_items(args.samples, args.key, "samples")
+    reference = None if args.reference is None else _load_items(args.reference, args.key, "reference",
+                                                                dataset_ok=True)
+    if isinstance(samples, _WavItems) and isinstance(reference, _WavItems):
+        reference = samples.matched(reference)
+    res = dist.evaluate(_spec(args.metric), samples, reference, bins=args.bins)
+    res["world_size"] = dist.world_size()
+    if dist.is_main():
+        if args.json:
+            _print_json(res)
+        else:
+            extra = ""
+            if "std" in res:
+                extra = (f" (std {res['std']:.4g}, min {res['min']:.4g}, max {res['max']:.4g}, {res['count']} items"
+                         + (f", {res['nonfinite']} non-finite" if res["nonfinite"] else "") + ")")
+            value = res["value"]
+            print(f"{res['metric']}: {value:.6g}{extra}" if math.isfinite(value) else f"{res['metric']}: {value}{extra}")
     return 0
 
 
@@ -190,15 +352,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("sample", help="sample a saved pipeline")
+    p = sub.add_parser("sample", help="sample a saved pipeline (a directory --out: shards, under torchrun too)")
     p.add_argument("run")
     p.add_argument("--n", type=int, default=1000)
-    p.add_argument("--out", required=True)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="a .safetensors / .npy / .png file, or a directory: shards of "
+                   "--batch-size samples plus manifest.json, split across torchrun ranks, resumable")
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=None,
+                   help="samples per shard (directory --out only; default 64)")
+    p.add_argument("--seed", type=int, default=0, help="file --out: one generator; directory --out: sample i uses "
+                   "seed + i")
     p.add_argument("--sampler", help="sampler name or JSON spec overriding the saved one")
     p.add_argument("--backend", default="torch")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("evaluate", help="compute a registered metric over a test set (split across torchrun ranks)")
+    p.add_argument("samples", help="a sample directory (diffusekit sample --out DIR), a directory of .wav files, "
+                   "or a .safetensors / .npy file")
+    p.add_argument("--metric", required=True, help="registered metric name or JSON spec (diffusekit components metric)")
+    p.add_argument("--reference", help="the same forms as SAMPLES (WAV files matched by name), or a registered "
+                   "dataset name / JSON spec")
+    p.add_argument("--key", help="safetensors key or state leaf to evaluate (dict states)")
+    p.add_argument("--bins", nargs=3, type=float, metavar=("LO", "HI", "COUNT"),
+                   help="histogram of per-item values")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("export", help="export a saved pipeline")
     p.add_argument("run")
@@ -216,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_plugin_commands(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
     """Plugin subcommands (``register_commands``) are added only when one is invoked."""
-    builtin = {"plugins", "components", "info", "schema", "quickstart", "train", "sample", "export", "check",
+    builtin = {"plugins", "components", "info", "schema", "quickstart", "train", "sample", "evaluate", "export", "check",
                "-h", "--help"}
     if argv and argv[0] in builtin:
         return
@@ -235,6 +413,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .errors import DiffusekitError
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--"]:  # `torchrun ... -m diffusekit -- sample ...`: torchrun passes the "--" through
+        argv = argv[1:]
     parser = build_parser()
     try:
         _add_plugin_commands(parser, argv)

@@ -46,3 +46,8 @@ class PluginError(DiffusekitError, ImportError):
 
 class ShapeError(DiffusekitError, ValueError):
     """An input tensor has the wrong shape."""
+
+
+class IntegrityError(DiffusekitError, ValueError):
+    """A file written by diffusekit does not match its manifest (missing, changed hash, wrong
+    index range or format); the message names the file and how to regenerate it."""

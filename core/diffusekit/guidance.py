@@ -18,6 +18,10 @@ Contract (every hook the core reads is declared here with its default):
   whatever the call needs (the condition, the sampler's step count, a fresh generator). The
   shared object configured by the user is never mutated, so two pipelines (or two threads)
   sharing one guidance object do not interfere;
+* ``couples_batch``: the samples of one ``Pipeline.sample`` batch interact (SMC resampling,
+  SVDD selection), so a sample depends on the batch it was drawn in; ``dk.distributed.sample``
+  records it in the manifest and warns (shards are whole batches, so results stay exact across
+  world sizes for a fixed batch size);
 * ``foldable_cfg``: the guidance is a classifier-free mix eps_u + w (eps_c - eps_u) of one
   batched conditional / unconditional call (``scale`` is w), which an exporter may fold into
   the graph.
@@ -50,6 +54,8 @@ class Guidance(Component):
     needs_grad: bool = False
     #: works on dict states of a Product process (per-key predictions)
     supports_product: bool = False
+    #: samples of one batch interact (particles), so results depend on the batch partition
+    couples_batch: bool = False
     #: a classifier-free mix of one batched pair of calls with weight ``scale`` (foldable on export)
     foldable_cfg: bool = False
     #: the guidance weight w of a ``foldable_cfg`` guidance (None for other guidance)

@@ -55,7 +55,11 @@ def register_datasets(register):
 
 @hookspec
 def register_metrics(register):
-    """Register metrics: callables ``(samples, reference, **params) -> float``."""
+    """Register metrics: :class:`diffusekit.metrics.Metric` subclasses (partial sums that
+    ``dk.distributed.evaluate`` all-reduces across ranks), or callables
+    ``(samples, reference, **params) -> float``; a callable that scores one (estimate,
+    reference) pair is registered with ``per_item=True`` so that evaluation can split the
+    pairs across ranks."""
 
 
 @hookspec

@@ -77,6 +77,12 @@ class Sampler(Component):
         sampler does not report it)."""
         return None
 
+    def couples_batch(self) -> bool:
+        """True when a sample depends on the other samples of its batch (an adaptive step size
+        shared by the batch, batch-averaged norms), so it changes with the batch partition;
+        ``dk.distributed.sample`` records it in the manifest. Default: False."""
+        return False
+
     def required_capabilities(self) -> tuple:
         """Capabilities needed with this configuration (default: ``requires``)."""
         return self.requires

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import distributed
 from . import state as st
 from .errors import ConfigError, NonFiniteError
 from .state import Example
@@ -63,16 +64,10 @@ def as_example(data: Any) -> Example:
 
 
 def _distributed() -> tuple[int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    if world > 1:
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            backend = "nccl" if torch.cuda.is_available() else "gloo"
-            dist.init_process_group(backend=backend)
-        return dist.get_world_size(), dist.get_rank()
-    return 1, 0
+    """(world size, rank); starts the process group under torchrun (``dk.distributed.init``)."""
+    if not distributed.init():
+        return 1, 0
+    return distributed.world_size(), distributed.rank()
 
 
 class EMA:
@@ -119,7 +114,7 @@ def _save_checkpoint(path: Path, step: int, pipe, opt, ema: EMA | None, gens, lo
     from .io import state_tensors
 
     path.mkdir(parents=True, exist_ok=True)
-    if rank == 0:
+    if distributed.is_main():
         tensors = {f"model.{k}": v for k, v in state_tensors(pipe).items()}
         if ema is not None:
             tensors.update({f"ema.{k}": v.cpu().contiguous() for k, v in ema.shadow.items()})
@@ -229,7 +224,7 @@ def _train_loop(pipe, example: Example, steps, local_bs, lr, weight_decay, warmu
     if resume and ckpt is not None and (ckpt / "state.json").exists():
         start, losses = _load_checkpoint(ckpt, pipe, opt, ema_tracker, gens, rank)
     bar = None
-    if progress and rank == 0:
+    if progress and distributed.is_main():
         from tqdm.auto import tqdm
 
         bar = tqdm(total=steps, initial=start, desc="training", disable=None)
@@ -262,7 +257,7 @@ def _train_loop(pipe, example: Example, steps, local_bs, lr, weight_decay, warmu
             bar.update(1)
             if step % 20 == 0:
                 bar.set_postfix(loss=f"{value:.4f}")
-        if log_every and rank == 0 and (step + 1) % log_every == 0:
+        if log_every and distributed.is_main() and (step + 1) % log_every == 0:
             print(f"step {step + 1}/{steps} loss {sum(losses[-log_every:]) / log_every:.5f}", flush=True)
         if checkpoint_every and (step + 1) % checkpoint_every == 0 and ckpt is not None:
             _save_checkpoint(ckpt, step + 1, pipe, opt, ema_tracker, gens, losses, rank, world)
@@ -275,7 +270,7 @@ def _train_loop(pipe, example: Example, steps, local_bs, lr, weight_decay, warmu
     if ema_tracker is not None:
         ema_tracker.copy_to(pipe.model)
     pipe.eval()
-    if out_dir is not None and rank == 0:
+    if out_dir is not None and distributed.is_main():
         pipe.save(out_dir)
     return TrainResult(steps, losses, time.perf_counter() - t0, start)
 

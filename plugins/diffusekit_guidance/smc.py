@@ -133,6 +133,7 @@ class SMC(Guidance):
 
     Config = SMCConfig
     requires = (AdditiveGaussian, SDE)
+    couples_batch = True  # particles of a batch interact
     #: per call (set on the bound copy): log-weights of the particles after the last step
     log_weights: Optional[torch.Tensor] = None
     #: per call: number of populations resampled so far (a device tensor)

@@ -83,6 +83,7 @@ class SVDD(Guidance):
     """Derivative-free guidance by a black-box reward (soft value-based decoding)."""
 
     Config = SVDDConfig
+    couples_batch = True  # particles of a batch interact
     #: per call (set on the bound copy): the reward of the selected candidate of each group
     values: Optional[torch.Tensor] = None
     _bound: bool = False

@@ -47,6 +47,9 @@ class ProbabilityFlowODE(Sampler):
     #: the velocity uses eps_hat = (x - a x0 - b y) / c, undefined where a bridge is pinned
     excludes = (PinnedBridge,)
 
+    def couples_batch(self) -> bool:
+        return self.config.method == "rk45"  # one adaptive step size for the whole batch
+
     def expected_nfe(self):
         m = self.config.method
         if m == "rk45":

@@ -82,6 +82,10 @@ class PredictorCorrector(StepSampler):
     def final_step_deterministic(self) -> bool:
         return self.config.denoise_final
 
+    def couples_batch(self) -> bool:
+        c = self.config  # the paper's Langevin step size averages norms over the batch
+        return c.corrector == "langevin" and c.norm == "batch" and c.corrector_steps > 0
+
     def expected_nfe(self) -> int:
         c = self.config
         per = (1 if c.predictor != "none" else 0) + (c.corrector_steps if c.corrector != "none" else 0)

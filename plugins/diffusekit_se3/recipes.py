@@ -14,6 +14,6 @@ def se3_recipe() -> dict[str, Any]:
         "parameterization": "pose",
         "network": {"name": "registration", "width": 64, "layers": 2},
         "sampler": {"name": "se3-ancestral", "steps": 5},
-        "data": {"name": "registration-pairs", "split": "train", "n": 4000},
+        "data": {"name": "registration-pairs", "split": "train", "n": 4000, "n_source": 96, "n_model": 96},
         "train": {"steps": 3000, "batch_size": 32, "lr": 1e-3, "ema": 0.999, "warmup": 100},
     }

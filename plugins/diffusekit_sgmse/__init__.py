@@ -51,9 +51,9 @@ def register_datasets(register):
 
 @hookimpl
 def register_metrics(register):
-    register("si-sdr", si_sdr)
-    register("pesq-wb", pesq_wb)
-    register("estoi", estoi)
+    register("si-sdr", si_sdr, per_item=True)
+    register("pesq-wb", pesq_wb, per_item=True)
+    register("estoi", estoi, per_item=True)
 
 
 @hookimpl

@@ -1,4 +1,10 @@
-"""``diffusekit enhance NOISY.wav|DIR --run RUN_DIR --out OUT`` (registered via register_commands)."""
+"""``diffusekit enhance NOISY.wav|DIR --run RUN_DIR --out OUT`` (registered via register_commands).
+
+Under ``torchrun`` the sorted input files are split across ranks in contiguous blocks
+(``dk.distributed.shard_range``); each rank writes its own outputs (named by input) atomically.
+Chunk k of every file uses the per-sample seed ``seed + k``, so outputs do not depend on the
+number of processes. ``--resume`` skips inputs whose output already exists (an output is only
+ever complete, because it is renamed into place after it was written)."""
 
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ def configure_enhance(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--chunk-seconds", type=float, default=4.0, help="stream long files in chunks of this length")
     p.add_argument("--overlap-seconds", type=float, default=0.5, help="cross-faded overlap between chunks")
+    p.add_argument("--resume", action="store_true", help="skip inputs whose output file already exists")
 
 
 def run_enhance(args) -> int:
@@ -50,20 +57,37 @@ def _enhance_files(args, files, targets, sampler) -> int:
     import soundfile as sf
     import torch
 
+    from diffusekit import distributed as dist
+
     from .enhance import enhance_waveform, load_run
 
-    pipe, predictive = load_run(args.run)
-    for f, target in zip(files, targets):
-        wav, sr = sf.read(str(f), dtype="float32", always_2d=True)
-        if sr != 16_000:
-            import torchaudio.functional as AF
+    dist.init()
+    world, rank = dist.world_size(), dist.rank()
+    mine = dist.shard_range(len(files), rank, world)
+    tag = f"[rank {rank}/{world}] " if world > 1 else ""
+    done = skipped = 0
+    with dist.propagate_errors("enhance"):
+        pipe, predictive = load_run(args.run)
+        for i in mine:
+            f, target = files[i], targets[i]
+            if args.resume and target.exists():
+                skipped += 1
+                continue
+            wav, sr = sf.read(str(f), dtype="float32", always_2d=True)
+            if sr != 16_000:
+                import torchaudio.functional as AF
 
-            wav_t = AF.resample(torch.from_numpy(wav.T.copy()), sr, 16_000)
-        else:
-            wav_t = torch.from_numpy(wav.T.copy())
-        mono = wav_t.mean(0)
-        enhanced = enhance_waveform(pipe, mono, seed=args.seed, predictive=predictive, sampler=sampler,
-                                    chunk_seconds=args.chunk_seconds, overlap_seconds=args.overlap_seconds)
-        sf.write(str(target), enhanced.numpy(), 16_000)
-        print(f"{f} -> {target} ({mono.shape[-1] / 16_000:.2f} s, {pipe.last_nfe} NFE per chunk)")
+                wav_t = AF.resample(torch.from_numpy(wav.T.copy()), sr, 16_000)
+            else:
+                wav_t = torch.from_numpy(wav.T.copy())
+            mono = wav_t.mean(0)
+            enhanced = enhance_waveform(pipe, mono, seed=args.seed, predictive=predictive, sampler=sampler,
+                                        chunk_seconds=args.chunk_seconds, overlap_seconds=args.overlap_seconds)
+            data = enhanced.numpy()
+            dist.atomic_write(target, lambda tmp: sf.write(str(tmp), data, 16_000))
+            done += 1
+            print(f"{tag}{f} -> {target} ({mono.shape[-1] / 16_000:.2f} s, {pipe.last_nfe} NFE per chunk)")
+    counts = dist.all_reduce(torch.tensor([done, skipped], dtype=torch.int64))
+    if dist.is_main() and (world > 1 or skipped):
+        print(f"enhanced {int(counts[0])} file(s), skipped {int(counts[1])} existing, on {world} process(es)")
     return 0

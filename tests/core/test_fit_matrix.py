@@ -74,7 +74,7 @@ def run_matrix():
         combo = (pname, qname, sname, gname)
         gen = torch.Generator().manual_seed(0)
         x0, cond = proc.conformance_example(4, gen) or (proc.prior(4, (3,), generator=gen), None)
-        if sname in CONDITION_LAYOUT and cond is not None:
+        if sname in CONDITION_LAYOUT and torch.is_tensor(cond):
             cond = CONDITION_LAYOUT[sname](cond)
         net = proc.conformance_network(par)
         try:
