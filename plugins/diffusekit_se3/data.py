@@ -76,34 +76,57 @@ def random_pose(g: torch.Generator, max_angle: float, max_trans: float) -> torch
     return lie.from_rt(lie.so3_exp(axis * angle), trans)
 
 
+def compound_spec(g: torch.Generator, parts: int = 3) -> list:
+    """A union of ``parts`` random primitives / superquadrics, each scaled to 0.35-0.65, rotated
+    and offset at random: generically without symmetries (a single primitive, e.g. a sphere or
+    a box, has rotational symmetries that make its pose ambiguous)."""
+    spec = []
+    for _ in range(parts):
+        shape = SHAPES[int(torch.randint(0, len(SHAPES), (1,), generator=g))]
+        params = torch.rand(5, generator=g, dtype=torch.float64)
+        scale = 0.35 + 0.3 * float(torch.rand(1, generator=g, dtype=torch.float64))
+        rot = lie.random_rotations(1, g)[0]
+        offset = 0.6 * (torch.rand(3, generator=g, dtype=torch.float64) * 2 - 1)
+        spec.append((shape, params, scale, rot, offset))
+    return spec
+
+
+def sample_compound(spec: list, n: int, g: torch.Generator) -> torch.Tensor:
+    """n points on the surface of a compound shape (an equal share per part)."""
+    parts = len(spec)
+    counts = [n // parts + (1 if i < n % parts else 0) for i in range(parts)]
+    return torch.cat([surface_points(shape, c, g, params) * scale @ rot.T + offset
+                      for (shape, params, scale, rot, offset), c in zip(spec, counts)])
+
+
 def make_pair(g: torch.Generator, n_source: int, n_model: int, overlap: tuple[float, float], noise: float,
-              outliers: float, max_angle: float, max_trans: float, shapes=SHAPES):
+              outliers: float, max_angle: float, max_trans: float, parts: int = 3):
     """(H0 (4, 4), source (n_source, 3), model (n_model, 3)) in float64."""
-    shape = shapes[int(torch.randint(0, len(shapes), (1,), generator=g))]
-    params = torch.rand(5, generator=g, dtype=torch.float64)
-    dense = surface_points(shape, 4 * (n_source + n_model), g, params)
-    scale = 1.0 / (dense - dense.mean(0)).norm(dim=-1).max().clamp_min(1e-9)
+    spec = compound_spec(g, parts)
+    dense = sample_compound(spec, 2048, g)
     centre = dense.mean(0)
-    model = (surface_points(shape, n_model, g, params) - centre) * scale
-    src = (surface_points(shape, 4 * n_source, g, params) - centre) * scale
+    scale = 1.0 / (dense - centre).norm(dim=-1).max().clamp_min(1e-9)
+    model = (sample_compound(spec, n_model, g) - centre) * scale
+    src = (sample_compound(spec, 4 * n_source, g) - centre) * scale   # other points of the same surface
+    g2 = g
     # partial overlap: keep the part of the source in front of a random plane
-    keep_frac = overlap[0] + (overlap[1] - overlap[0]) * float(torch.rand(1, generator=g, dtype=torch.float64))
-    direction = torch.randn(3, generator=g, dtype=torch.float64)
+    keep_frac = overlap[0] + (overlap[1] - overlap[0]) * float(torch.rand(1, generator=g2, dtype=torch.float64))
+    direction = torch.randn(3, generator=g2, dtype=torch.float64)
     direction = direction / direction.norm()
     proj = src @ direction
     cut = torch.quantile(proj, 1 - keep_frac)
     kept = src[proj >= cut]
-    idx = torch.randperm(kept.shape[0], generator=g)[:n_source]
+    idx = torch.randperm(kept.shape[0], generator=g2)[:n_source]
     if idx.numel() < n_source:
-        idx = torch.cat([idx, idx[torch.randint(0, idx.numel(), (n_source - idx.numel(),), generator=g)]])
-    src = kept[idx] + noise * torch.randn(n_source, 3, generator=g, dtype=torch.float64)
-    h0 = random_pose(g, max_angle, max_trans)
+        idx = torch.cat([idx, idx[torch.randint(0, idx.numel(), (n_source - idx.numel(),), generator=g2)]])
+    src = kept[idx] + noise * torch.randn(n_source, 3, generator=g2, dtype=torch.float64)
+    h0 = random_pose(g2, max_angle, max_trans)
     src = lie.transform(lie.se3_inverse(h0)[None], src[None])[0]       # source frame
     k = int(round(outliers * n_source))
     if k:
         lo, hi = src.min(0).values, src.max(0).values
-        pos = torch.randperm(n_source, generator=g)[:k]
-        src[pos] = lo + (hi - lo) * torch.rand(k, 3, generator=g, dtype=torch.float64)
+        pos = torch.randperm(n_source, generator=g2)[:k]
+        src[pos] = lo + (hi - lo) * torch.rand(k, 3, generator=g2, dtype=torch.float64)
     return h0, src, model
 
 

@@ -8,7 +8,11 @@ into H0_hat = dH H_t.
   i, and dH is the least-squares rigid alignment. Exact when the correspondences are (tests,
   conformance probes, an oracle for the sampler).
 * ``registration`` (:class:`RegistrationNet`): a DCP-style network (Wang & Solomon 2019). Per
-  point features (a shared MLP on centred coordinates with a max-pooled global feature),
+  point features: a shared MLP on centred coordinates, an EdgeConv over the ``k`` nearest
+  neighbours (Wang et al. 2019, DGCNN) and rotation-invariant local descriptors (distance to the
+  centroid, mean neighbour distance and the invariants tr C, tr C^2, det C of the neighbourhood
+  covariance C, which let points be matched across a rotation), mixed with a max-pooled
+  global feature;
   ``layers`` rounds of self- and cross-attention between the two clouds, soft correspondences
   y_i = sum_j softmax_j(<f_i, g_j> / (tau sqrt(d))) m_j, a per-point inlier weight
   w_i = sigmoid(MLP(f_i)) (partial overlap, outliers), and the weighted Kabsch / Horn pose head
@@ -57,6 +61,7 @@ class RegistrationConfig(ComponentConfig):
     layers: int = Field(2, ge=0, le=8, description="self + cross attention rounds")
     heads: int = Field(4, ge=1, description="attention heads")
     tau: float = Field(1.0, gt=0, description="softmax temperature of the soft correspondences")
+    k: int = Field(16, ge=2, le=64, description="nearest neighbours of the local features")
     time_conditioned: bool = Field(False, description="add a time embedding (the paper's network is not)")
 
 
@@ -81,23 +86,49 @@ class RegistrationNet(Network):
     Config = RegistrationConfig
     sample_shape = (4, 4)
 
-    def __init__(self, width: int = 64, layers: int = 2, heads: int = 4, tau: float = 1.0,
+    def __init__(self, width: int = 64, layers: int = 2, heads: int = 4, tau: float = 1.0, k: int = 16,
                  time_conditioned: bool = False):
         super().__init__()
         if width % heads:
             raise ValueError(f"width {width} must be divisible by heads {heads}")
-        self.width, self.tau = width, tau
+        self.width, self.tau, self.k = width, tau, k
         self.time_conditioned = time_conditioned
         self.point = nn.Sequential(nn.Linear(3, width), nn.GELU(), nn.Linear(width, width))
-        self.mix = nn.Sequential(nn.Linear(2 * width, width), nn.GELU(), nn.Linear(width, width))
+        self.edge = nn.Sequential(nn.Linear(6, width), nn.GELU(), nn.Linear(width, width))
+        self.invariant = nn.Sequential(nn.Linear(5, width), nn.GELU(), nn.Linear(width, width))
+        self.mix = nn.Sequential(nn.Linear(4 * width, width), nn.GELU(), nn.Linear(width, width))
         self.time = nn.Sequential(nn.Linear(2, width), nn.GELU(), nn.Linear(width, width)) if time_conditioned else None
         self.blocks = nn.ModuleList([_Block(width, heads) for _ in range(layers)])
         self.inlier = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, 1))
 
+    def local(self, centred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """EdgeConv features and rotation-invariant descriptors of each point's k neighbours."""
+        sq = (centred * centred).sum(-1)
+        d2 = sq[:, :, None] + sq[:, None, :] - 2 * centred @ centred.transpose(-1, -2)
+        k = min(self.k, centred.shape[1])
+        idx = torch.topk(d2, k, dim=-1, largest=False).indices                      # (B, N, k)
+        nbr = torch.gather(centred[:, None].expand(-1, centred.shape[1], -1, -1), 2,
+                           idx[..., None].expand(-1, -1, -1, 3))                    # (B, N, k, 3)
+        rel = nbr - centred[:, :, None]
+        edge = self.edge(torch.cat([centred[:, :, None].expand_as(rel), rel], -1)).max(2).values
+        dev = nbr - nbr.mean(2, keepdim=True)
+        cov = dev.transpose(-1, -2) @ dev / k                                        # (B, N, 3, 3)
+        tr = cov.diagonal(dim1=-2, dim2=-1).sum(-1)
+        tr2 = (cov * cov).sum((-1, -2))
+        det = (cov[..., 0, 0] * (cov[..., 1, 1] * cov[..., 2, 2] - cov[..., 1, 2] * cov[..., 2, 1])
+               - cov[..., 0, 1] * (cov[..., 1, 0] * cov[..., 2, 2] - cov[..., 1, 2] * cov[..., 2, 0])
+               + cov[..., 0, 2] * (cov[..., 1, 0] * cov[..., 2, 1] - cov[..., 1, 1] * cov[..., 2, 0]))
+        inv = torch.stack([centred.norm(dim=-1), rel.norm(dim=-1).mean(-1), torch.sqrt(tr.clamp_min(0) + 1e-12),
+                           (tr2.clamp_min(0) + 1e-12) ** 0.25, torch.sign(det) * (det.abs() + 1e-12) ** (1 / 3)], -1)
+        return edge, self.invariant(inv * 4.0)
+
     def embed(self, pts: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         centred = pts - pts.mean(1, keepdim=True)
         f = self.point(centred)
-        f = self.mix(torch.cat([f, f.max(1, keepdim=True).values.expand_as(f)], -1))
+        edge, inv = self.local(centred)
+        f = torch.cat([f, edge, inv], -1)
+        g = f.max(1, keepdim=True).values
+        f = self.mix(torch.cat([f, g[..., :self.width].expand(-1, f.shape[1], -1)], -1))
         if self.time is not None:
             emb = torch.stack([torch.sin(math.pi * t), torch.cos(math.pi * t)], -1).to(f.dtype)
             f = f + self.time(emb)[:, None]

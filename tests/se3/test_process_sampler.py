@@ -126,6 +126,7 @@ def test_registration_pairs_dataset():
     assert float(rotation_error_deg(ex.x, torch.eye(4).expand(6, 4, 4)).max()) <= 60.0 + 1e-3
 
 
+@pytest.mark.slow
 def test_registration_network_trains_a_few_steps_and_exports(tmp_path):
     pytest.importorskip("onnxruntime")
     pipe = dk.Pipeline(process="se3", parameterization="pose",
