@@ -6,7 +6,8 @@ forward process) and compares on a held-out set:
 * diffusion refinement: the 5-step reverse process from the prior around the identity
   (stochastic, as in the paper, and the deterministic variant);
 * one-shot: the same network applied once at H = I (H0_hat = dH);
-* ICP (point to point, from the identity) and ICP started from the one-shot estimate.
+* ICP (point to point, from the identity) and ICP started from the one-shot and from the
+  diffusion estimates.
 
     python examples/se3_registration.py train --out runs/se3 --minutes 12      # background-friendly
     python examples/se3_registration.py train --out runs/se3 --minutes 12 --resume
@@ -100,6 +101,8 @@ def cmd_evaluate(args) -> None:
     net_s = time.perf_counter() - t0
     rows["ICP from identity (50 iterations)"] = icp(cond["source"], cond["model"])
     rows["ICP from the one-shot estimate"] = icp(cond["source"], cond["model"], init=one_shot)
+    rows["ICP from the diffusion estimate (5 steps, deterministic)"] = icp(
+        cond["source"], cond["model"], init=rows["diffusion refinement, 5 steps (deterministic)"])
     table = {name: summary(h, h0, cond["source"]) for name, h in rows.items()}
     meta = json.loads((out / "train_meta.json").read_text()) if (out / "train_meta.json").exists() else {}
     result = {"pairs": n, "table": table, "train": meta, "network_eval_seconds": net_s,
