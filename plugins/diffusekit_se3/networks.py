@@ -37,6 +37,14 @@ from . import lie
 from .kabsch import kabsch
 
 
+def example_inputs(batch: int, points: int = 64) -> tuple:
+    """``(H_t, t, cond)``: random poses and clouds related by them (export / conformance probes)."""
+    g = torch.Generator().manual_seed(batch)
+    h = lie.from_rt(lie.random_rotations(batch, g), 0.1 * torch.randn(batch, 3, generator=g, dtype=torch.float64))
+    src = torch.randn(batch, points, 3, generator=g)
+    return h.float(), torch.rand(batch, generator=g), {"source": src, "model": lie.transform(h.float(), src)}
+
+
 def _clouds(cond: Any) -> tuple[torch.Tensor, torch.Tensor]:
     if not isinstance(cond, dict) or "source" not in cond or "model" not in cond:
         raise ShapeError("cond: SE(3) registration needs cond={'source': (B, N, 3), 'model': (B, M, 3)} "
@@ -54,6 +62,9 @@ class KabschOracle(Network):
         source, model = _clouds(cond)
         x_t = lie.transform(h_t.to(source.dtype), source)
         return kabsch(x_t, model).to(h_t.dtype)
+
+    def example_inputs(self, batch: int):
+        return example_inputs(batch)
 
 
 class RegistrationConfig(ComponentConfig):
@@ -146,7 +157,4 @@ class RegistrationNet(Network):
         return kabsch(x_t, y, w).to(h_t.dtype)
 
     def example_inputs(self, batch: int):
-        g = torch.Generator().manual_seed(batch)
-        h = lie.from_rt(lie.random_rotations(batch, g), 0.1 * torch.randn(batch, 3, generator=g, dtype=torch.float64))
-        src = torch.randn(batch, 64, 3, generator=g)
-        return h.float(), torch.rand(batch, generator=g), {"source": src, "model": lie.transform(h.float(), src)}
+        return example_inputs(batch)
