@@ -39,6 +39,7 @@ from diffusekit.testing.metrics import mmd
 from diffusekit.testing.oracles import GaussianMixture
 from diffusekit_flow import MixtureVelocity, velocity_oracle_pipeline
 from diffusekit_flow.couplings import couple, transport_cost
+from _overhead import SHAPE, Zero, per_nfe_us  # noqa: E402 (sibling module of this script)
 
 NFES = (4, 10, 20)
 OURS = {  # label -> (registry name, params, steps for an NFE budget)
@@ -140,23 +141,11 @@ def mmd_table(setups, nfes, peer):
 
 
 def overhead_table(peer, steps=50, repeats=7):
-    shape = (64, 4, 8, 8)
+    shape = SHAPE
     x_T = torch.randn(shape, generator=torch.Generator().manual_seed(0))
 
-    class Zero(torch.nn.Module):
-        sample_shape = shape[1:]
-
-        def forward(self, x, t, cond=None):
-            return torch.zeros_like(x)
-
     def timeit(fn, nfe):
-        fn()
-        ts = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t0)
-        return min(ts) / nfe * 1e6
+        return per_nfe_us(fn, nfe, repeats)
 
     process = dk.create("process", "rectified-flow")
     out = {}

@@ -34,6 +34,7 @@ from diffusekit_solvers import fit_gaussian_stats
 from diffusekit_solvers.gaussian import point
 from diffusekit_solvers.peers import (diffusers_scheduler, kdiffusion_sampling, run_diffusers, run_kdiffusion,
                                       sigma_form_oracle)
+from _overhead import SHAPE, Zero, per_nfe_us  # noqa: E402 (sibling module of this script)
 
 NFES = (5, 10, 20, 50)
 
@@ -143,23 +144,11 @@ def rms_table(setups, nfes, have_kd):
 
 def overhead_table(have_kd, have_df, steps=50, repeats=7):
     torch.manual_seed(0)
-    shape = (64, 4, 8, 8)
+    shape = SHAPE
     x_T = torch.randn(shape)
 
-    class Zero(torch.nn.Module):
-        sample_shape = shape[1:]
-
-        def forward(self, x, t, cond=None):
-            return torch.zeros_like(x)
-
     def timeit(fn, nfe):
-        fn()
-        ts = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t0)
-        return min(ts) / nfe * 1e6  # min over repeats: the least disturbed run on a shared machine
+        return per_nfe_us(fn, nfe, repeats)
 
     process = dk.create("process", "vp")
     out = {}

@@ -142,19 +142,9 @@ def main() -> None:
         with open(args.json, "w") as f:
             json.dump({"classifier_acc": acc, "floor": floor, "steps": args.steps, "seed": args.seed, "rows": rows}, f, indent=1)
     if args.png:
-        import matplotlib
+        from diffusekit.plotting import save_digit_panels
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, axes = plt.subplots(1, len(grids), figsize=(3.2 * len(grids), 1.9), dpi=100)
-        for ax, (name, imgs) in zip(axes, grids.items()):
-            tiles = imgs[:32].reshape(4, 8, 8, 8).permute(0, 2, 1, 3).reshape(32, 64)
-            ax.imshow(tiles.numpy(), cmap="gray_r", vmin=-1, vmax=1)
-            ax.set_title(name, fontsize=9)
-            ax.axis("off")
-        fig.tight_layout()
-        fig.savefig(args.png)
+        save_digit_panels(grids, args.png)
         print(f"sample grid written to {args.png}")
     print(f"total {time.time() - t_start:.0f}s")
 

@@ -45,3 +45,18 @@ def save_image_grid(images: torch.Tensor, path: Path | str, title: str, cols: in
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+def save_digit_panels(grids: dict, path: Path | str, fontsize: int = 9) -> None:
+    """One panel per entry of ``grids`` ({title: (>= 32, 1, 8, 8) images in [-1, 1]}): the
+    first 32 images of each tiled 4 x 8."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(grids), figsize=(3.2 * len(grids), 1.9), dpi=100, squeeze=False)
+    for ax, (name, imgs) in zip(axes.flat, grids.items()):
+        tiles = imgs[:32].reshape(4, 8, 8, 8).permute(0, 2, 1, 3).reshape(32, 64)
+        ax.imshow(tiles.numpy(), cmap="gray_r", vmin=-1, vmax=1)
+        ax.set_title(name, fontsize=fontsize)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -38,13 +38,9 @@ class MixtureVelocity(Network):
         a, _, c = self.process.coefficients(t64)
         da, _, dc = self.process.coefficient_derivatives(t64)
         m = self.mixture
+        w, diff, v = m.responsibilities(z, a, c)
         mu, s2 = m.means.to(x.device), (m.stds ** 2).to(x.device)
         a_, c_, da_, dc_ = a[:, None], c[:, None], da[:, None], dc[:, None]  # (B, 1)
-        v = a_ ** 2 * s2[None] + c_ ** 2  # (B, K)
-        diff = z[:, None, :] - a_[:, :, None] * mu[None]  # (B, K, d)
-        logw = (torch.log(m.weights.to(x.device))[None] - 0.5 * (diff ** 2).sum(-1) / v
-                - 0.5 * m.dim * torch.log(v))
-        w = torch.softmax(logw, dim=1)
         gain = (a_ * da_ * s2[None] + c_ * dc_) / v  # (B, K)
         u = da_[:, :, None] * mu[None] + gain[:, :, None] * diff
         return (w[:, :, None] * u).sum(1).to(dtype)

@@ -55,31 +55,30 @@ def top_eigenvector(n: torch.Tensor, squarings: int = SQUARINGS) -> torch.Tensor
     return q * torch.where(q[..., :1] < 0, -1.0, 1.0).to(q.dtype)   # w >= 0
 
 
-def kabsch(x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Pose H (B, 4, 4) minimising sum_i w_i |R x_i + p - y_i|^2 for x, y (B, N, 3), w (B, N)."""
+def cross_covariance(x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None = None):
+    """Weighted centroids cx, cy (B, 3) and cross-covariance S = sum_i w_i (x_i - cx)(y_i - cy)^T."""
     if weights is None:
         weights = torch.ones(x.shape[:-1], dtype=x.dtype, device=x.device)
     w = weights / weights.sum(-1, keepdim=True).clamp_min(1e-12)
     cx = (w[..., None] * x).sum(-2)
     cy = (w[..., None] * y).sum(-2)
     s = ((x - cx[..., None, :]) * w[..., None]).transpose(-1, -2) @ (y - cy[..., None, :])
+    return cx, cy, s
+
+
+def kabsch(x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Pose H (B, 4, 4) minimising sum_i w_i |R x_i + p - y_i|^2 for x, y (B, N, 3), w (B, N)."""
+    cx, cy, s = cross_covariance(x, y, weights)
     rot = quaternion_to_matrix(top_eigenvector(horn_matrix(s)))
-    p = cy - (rot @ cx[..., None])[..., 0]
-    return from_rt(rot, p)
+    return from_rt(rot, cy - (rot @ cx[..., None])[..., 0])
 
 
 def kabsch_svd(x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
     """The SVD form (reference for tests and ICP): R = V diag(1, 1, det(V U^T)) U^T."""
-    if weights is None:
-        weights = torch.ones(x.shape[:-1], dtype=x.dtype, device=x.device)
-    w = weights / weights.sum(-1, keepdim=True).clamp_min(1e-12)
-    cx = (w[..., None] * x).sum(-2)
-    cy = (w[..., None] * y).sum(-2)
-    s = ((x - cx[..., None, :]) * w[..., None]).transpose(-1, -2) @ (y - cy[..., None, :])
+    cx, cy, s = cross_covariance(x, y, weights)
     u, _, vh = torch.linalg.svd(s)
     v = vh.transpose(-1, -2)
     d = torch.det(v @ u.transpose(-1, -2))
     fix = torch.diag_embed(torch.stack([torch.ones_like(d), torch.ones_like(d), d], -1))
     rot = v @ fix @ u.transpose(-1, -2)
-    p = cy - (rot @ cx[..., None])[..., 0]
-    return from_rt(rot, p)
+    return from_rt(rot, cy - (rot @ cx[..., None])[..., 0])

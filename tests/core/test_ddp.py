@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -15,6 +16,7 @@ import diffusekit as dk
 SCRIPT = Path(__file__).with_name("ddp_train_script.py")
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_train_one_model(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(SCRIPT), str(tmp_path)]

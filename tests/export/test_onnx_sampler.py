@@ -114,6 +114,7 @@ def cfg_pipe():
         "sampler": {"name": "ode", "method": "heun", "steps": 6}})
 
 
+@pytest.mark.slow
 def test_heun_with_cfg_exports_to_one_scan_node(cfg_pipe, tmp_path):
     """The acceptance check: a Scan graph with CFG and a dynamic batch, <= 1e-3 from both the
     PyTorch module and the registered Python sampler, on two batch sizes."""

@@ -60,6 +60,18 @@ class GaussianMixture:
         logp = torch.log(self.weights)[None] - 0.5 * sq / var[None] - 0.5 * d * torch.log(2 * math.pi * var)[None]
         return torch.logsumexp(logp, 1)
 
+    def responsibilities(self, z: torch.Tensor, a: torch.Tensor, c: torch.Tensor):
+        """For z = a x0 + c eps (float64, a and c of shape (B,)): the posterior component weights
+        w (B, K), the residuals z - a mu_k (B, K, d) and the marginal variances
+        v_k = a^2 s_k^2 + c^2 (B, K); the shared part of every exact mixture oracle."""
+        mu, s2 = self.means.to(z.device), (self.stds ** 2).to(z.device)
+        a_, c_ = a[:, None], c[:, None]
+        v = a_ ** 2 * s2[None] + c_ ** 2
+        diff = z[:, None, :] - a_[:, :, None] * mu[None]
+        logw = (torch.log(self.weights.to(z.device))[None] - 0.5 * (diff ** 2).sum(-1) / v
+                - 0.5 * self.dim * torch.log(v))
+        return torch.softmax(logw, dim=1), diff, v
+
     def marginal(self, a: float, c: float) -> "GaussianMixture":
         """Distribution of a x0 + c eps (b = 0)."""
         return GaussianMixture(self.means * a, torch.sqrt(a * a * self.stds ** 2 + c * c), self.weights)
@@ -83,14 +95,9 @@ class MixtureOracle(Network):
         y = self.process.endpoint(cond, x64)
         z = x64 if y is None else x64 - bcast(b, x64) * y.to(torch.float64)
         m = self.mixture
+        w, diff, v = m.responsibilities(z, a, c)
         mu, s2 = m.means.to(x.device), (m.stds ** 2).to(x.device)
-        a_, c_ = a[:, None], c[:, None]  # (B, 1)
-        v = a_ ** 2 * s2[None] + c_ ** 2  # (B, K)
-        diff = z[:, None, :] - a_[:, :, None] * mu[None]  # (B, K, d)
-        logw = (torch.log(m.weights.to(x.device))[None] - 0.5 * (diff ** 2).sum(-1) / v
-                - 0.5 * m.dim * torch.log(v))
-        w = torch.softmax(logw, dim=1)
-        post = mu[None] + (a_ * s2[None] / v)[:, :, None] * diff
+        post = mu[None] + (a[:, None] * s2[None] / v)[:, :, None] * diff
         return (w[:, :, None] * post).sum(1).to(dtype)
 
     def example_inputs(self, batch: int = 4):
