@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from diffusekit import state as st
 from diffusekit.denoiser import per_sample_time
 from diffusekit.errors import CompatibilityError, ConfigError
 from diffusekit.parameterization import Prediction
@@ -38,18 +39,6 @@ def null_of(conditioner: Any, cond: Any) -> Any:
     return conditioner.null(cond)
 
 
-def _cat_state(x: Any) -> Any:
-    if torch.is_tensor(x):
-        return torch.cat([x, x], 0)
-    return {k: torch.cat([v, v], 0) for k, v in x.items()}
-
-
-def _half(v: Any, first: bool, n: int) -> Any:
-    if torch.is_tensor(v):
-        return v[:n] if first else v[n:]
-    return {k: _half(u, first, n) for k, u in v.items()}
-
-
 class PairPrediction:
     """The conditional and unconditional predictions of one (batched) evaluation."""
 
@@ -65,13 +54,13 @@ def conditional_pair(inner, conditioner, x: Any, t: Any, cond: Any, batched: boo
     if not batched:
         return PairPrediction(inner(x, t, cond), inner(x, t, null))
     n = t.shape[0]
-    pred = inner(_cat_state(x), torch.cat([t, t]), cat_cond(cond, null))
+    pred = inner(st.concat([x, x]), torch.cat([t, t]), cat_cond(cond, null))
     kinds = pred.kinds
     values = {k: pred.get(k) for k in kinds}
     if any(k in ("x0", "eps", "score", "v") for k in kinds):
         values.setdefault("x0", pred.x0)
         values.setdefault("eps", pred.eps)
-    c_vals = {k: _half(v, True, n) for k, v in values.items()}
-    u_vals = {k: _half(v, False, n) for k, v in values.items()}
+    c_vals = {k: st.index(v, slice(None, n)) for k, v in values.items()}
+    u_vals = {k: st.index(v, slice(n, None)) for k, v in values.items()}
     return PairPrediction(Prediction(pred.process, x, t, cond, **c_vals),
                           Prediction(pred.process, x, t, null, **u_vals))

@@ -32,6 +32,7 @@ from typing import Any, Callable, Optional
 import torch
 from pydantic import Field
 
+from diffusekit import state as st
 from diffusekit.config import ComponentConfig
 from diffusekit.denoiser import DenoiserWrapper, per_sample_time
 from diffusekit.errors import CompatibilityError, ConfigError, ShapeError
@@ -140,8 +141,7 @@ class SVDD(Guidance):
         return v
 
     def on_step(self, x: Any, info: dict[str, Any]) -> Any:
-        ref = x if torch.is_tensor(x) else next(iter(x.values()))
-        n = ref.shape[0]
+        n = st.batch_size(x)
         m = population_size(n, self.config.particles)
         if self._denoiser is None:
             raise ConfigError("svdd must be bound to a sampling call (Pipeline.sample binds and wraps it)",
@@ -155,7 +155,7 @@ class SVDD(Guidance):
                 t = per_sample_time(info["t"], x)
                 pred = self._denoiser.inner(x, t, self._cond)
                 x0 = decode_x0(pred, x)
-        v = self._value(x0, n, ref.device).reshape(-1, m)
+        v = self._value(x0, n, st.device_of(x)).reshape(-1, m)
         alpha = self.config.temperature
         if alpha > 0:
             u = torch.rand(v.shape, generator=self._gen, dtype=torch.float64).to(v.device)
