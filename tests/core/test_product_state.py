@@ -82,15 +82,20 @@ def make_pipe(sampler=None):
         "sampler": sampler or {"name": "euler-maruyama", "steps": 200}})
 
 
+_TRAINED: list = []  # trained once per test session; each test registers the toy names again
+
+
 @pytest.fixture
 def trained(registry):
-    torch.manual_seed(0)
-    pipe = make_pipe()
-    before = torch.get_rng_state()
-    result = dk.train(pipe, dk.Example(data(4000)), steps=800, batch_size=256, lr=3e-3, warmup=50, ema=0.99)
-    assert torch.equal(torch.get_rng_state(), before), "dk.train changed the global torch RNG"
-    assert result.final_loss < 0.5 * sum(result.losses[:20]) / 20
-    return pipe
+    if not _TRAINED:
+        torch.manual_seed(0)
+        pipe = make_pipe()
+        before = torch.get_rng_state()
+        result = dk.train(pipe, dk.Example(data(4000)), steps=800, batch_size=256, lr=3e-3, warmup=50, ema=0.99)
+        assert torch.equal(torch.get_rng_state(), before), "dk.train changed the global torch RNG"
+        assert result.final_loss < 0.5 * sum(result.losses[:20]) / 20
+        _TRAINED.append(pipe)
+    return _TRAINED[0]
 
 
 def test_structure_and_capabilities(registry):
