@@ -569,9 +569,7 @@ def sample(pipe, n: int, out: str | os.PathLike, batch_size: int = 64, seed: int
     the pipeline's). ``stop_after_shards`` is a test hook: each rank stops after drawing that
     many shards, as if killed (no manifest). Returns a :class:`SampleReport`.
     """
-    from .guidance import Guidance
-    from .pipeline import _resolve, check_cond
-    from .sampler import Sampler
+    from .pipeline import check_cond
 
     _check_int("n", n, 1)
     _check_int("batch_size", batch_size, 1)
@@ -586,17 +584,7 @@ def sample(pipe, n: int, out: str | os.PathLike, batch_size: int = 64, seed: int
                           "`diffusekit sample` without --batch-size, in one process)", loc="out")
     init()
     world, me = world_size(), rank()
-    sampler_obj = _resolve("sampler", sampler, Sampler) if sampler is not None else pipe.sampler
-    if guidance is None:
-        guides = list(pipe.guidance)
-    elif isinstance(guidance, (list, tuple)):
-        guides = [_resolve("guidance", g, Guidance) for g in guidance]
-    else:
-        guides = [_resolve("guidance", guidance, Guidance)]
-    if sampler is not None or guidance is not None:
-        from .fit import check_fit
-
-        check_fit(pipe.fit(sampler_obj, guides))
+    sampler_obj, guides = pipe.call_components(sampler, guidance)
     plan = _run_plan(pipe, n, batch_size, seed, cond, sampler_obj, guides)
     coupling = _batch_coupling(sampler_obj, guides)
     if coupling and is_main():

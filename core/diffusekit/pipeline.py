@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -126,6 +126,20 @@ class Pipeline:
         return Fit(self.process, self.parameterization, sampler if sampler is not None else self.sampler,
                    tuple(self.guidance if guidance is None else guidance), self.conditioner)
 
+    def call_components(self, sampler: Any = None, guidance: Any = None) -> tuple[Sampler, list[Guidance]]:
+        """The sampler and guidance of one sampling call: the pipeline's own, or the given
+        overrides (objects, names or specs), which pass the same fit check as construction."""
+        resolved = _resolve("sampler", sampler, Sampler) if sampler is not None else self.sampler
+        if guidance is None:
+            guides = list(self.guidance)
+        elif isinstance(guidance, (list, tuple)):
+            guides = [_resolve("guidance", g, Guidance) for g in guidance]
+        else:
+            guides = [_resolve("guidance", guidance, Guidance)]
+        if sampler is not None or guidance is not None:
+            check_fit(self.fit(resolved, guides))
+        return resolved, guides
+
     def _fitting(self, kind: str) -> list[str]:
         return fitting(kind, self.fit())
 
@@ -214,16 +228,8 @@ class Pipeline:
         check_cond(cond, n)
         if x_init is not None and st.batch_size(x_init) != n:
             raise ShapeError(f"x_init: batch {st.batch_size(x_init)} != n = {n}")
-        sampler = _resolve("sampler", sampler, Sampler) if sampler is not None else self.sampler
-        if guidance is None:
-            guides = list(self.guidance)
-        elif isinstance(guidance, (list, tuple)):
-            guides = [_resolve("guidance", g, Guidance) for g in guidance]
-        else:
-            guides = [_resolve("guidance", guidance, Guidance)]
+        sampler, guides = self.call_components(sampler, guidance)
         fit = self.fit(sampler, guides)
-        if sampler is not self.sampler or guidance is not None:
-            check_fit(fit)
         try:
             gens = as_generators(generator, n if isinstance(generator, (list, tuple)) else None)
         except (TypeError, ValueError) as exc:
