@@ -69,9 +69,14 @@ def load_latest(out: Path, weights: str = "auto", decay: float = EMA_DECAY):
     if (out / "config.json").exists() and (out / "train_meta.json").exists():
         meta = json.loads((out / "train_meta.json").read_text())
         return dk.Pipeline.load(out), meta
-    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    from diffusekit.train import latest_checkpoint
+
+    ckpt = latest_checkpoint(out)
+    if ckpt is None:
+        raise SystemExit(f"{out} holds neither a finished run nor a checkpoint; train first")
+    state = json.loads((ckpt / "state.json").read_text())
     pipe = dk.Pipeline.from_config(state["pipeline"])
-    tensors = load_file(str(out / "checkpoint" / "state.safetensors"))
+    tensors = load_file(str(ckpt / "state.safetensors"))
     step = int(state["step"])
     use_ema = weights == "ema" or (weights == "auto" and decay ** step < 0.05)
     prefix = "ema." if use_ema else "model.network."

@@ -1,4 +1,5 @@
-"""The core's own plugin: generic time grids, the pass-through conditioner and the MMD metric.
+"""The core's own plugin: generic time grids, the pass-through conditioner, the MMD metric and
+the generic sample writers.
 
 Loaded through the ``diffusekit`` entry-point group like any third-party plugin.
 """
@@ -7,6 +8,7 @@ from .conditioner import PassThrough
 from .hookspecs import hookimpl
 from .metrics import MMD
 from .timegrids import Explicit, Karras, LogSNR, Quadratic, Uniform
+from .writers import BUILTIN_WRITERS
 
 DIFFUSEKIT_API = ">=1,<2"
 
@@ -29,3 +31,9 @@ def register_conditioners(register):
 @hookimpl
 def register_metrics(register):
     register("mmd", MMD, description="unbiased squared MMD (sum of RBF kernels) between a sample set and a reference set")
+
+
+@hookimpl
+def register_writers(register):
+    for name, cls in BUILTIN_WRITERS.items():
+        register(name, cls)

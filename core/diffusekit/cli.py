@@ -26,6 +26,8 @@ def cmd_plugins(args) -> int:
         print(f"{p['name']:<{wn}}  {p['distribution'] or '-':<{wd}}  {p['version'] or '-':<8}  {status}")
         for kind, names in p["components"].items():
             print(f"    {kind:<17} {', '.join(names)}")
+        for o in p.get("overrides", []):
+            print(f"    overrides {o['kind']} {o['name']!r} of plugin {o['replaced']!r} (DIFFUSEKIT_ALLOW_OVERRIDES)")
     return 0
 
 
@@ -76,22 +78,37 @@ def _load_config(path: str) -> dict:
 def cmd_train(args) -> int:
     import diffusekit as dk
 
+    from .errors import ConfigError
+    from .files import check_output_dir
+
+    check_output_dir(args.out, loc="--out")  # before any work: a finished run is never discarded
     cfg = _load_config(args.config)
-    train_cfg = dict(cfg.pop("train", {}))
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{args.config}: expected a JSON object with pipeline keys plus 'data' and 'train', got "
+                          f"{type(cfg).__name__}", loc="config")
+    train_cfg = dict(cfg.pop("train", None) or {})
     data = cfg.pop("data", None)
     if args.data:
-        data = args.data
+        data = _spec(args.data)
     if data is None:
-        print("error: the config needs a 'data' entry (a dataset spec) or pass --data", file=sys.stderr)
-        return 2
+        raise ConfigError("the config needs a 'data' entry (a registered dataset name or spec) or pass --data",
+                          loc="data")
     for key in ("steps", "batch_size", "lr"):
         val = getattr(args, key)
         if val is not None:
             train_cfg[key] = val
+    if args.checkpoint_every is not None:
+        train_cfg["checkpoint_every"] = args.checkpoint_every
     pipe = dk.Pipeline.from_config(cfg)
-    dataset = dk.create("dataset", data, loc="data")
-    res = dk.train(pipe, dataset, out_dir=args.out, progress=not args.quiet, resume=args.resume,
-                   checkpoint_every=train_cfg.pop("checkpoint_every", args.checkpoint_every), **train_cfg)
+    import inspect
+
+    from .train import train as train_fn
+
+    accepted = set(inspect.signature(train_fn).parameters) - {"pipe", "data", "out_dir", "resume", "progress"}
+    unknown = sorted(set(train_cfg) - accepted)
+    if unknown:
+        raise ConfigError(f"unknown 'train' keys {unknown}; accepted: {sorted(accepted)}", loc=f"train.{unknown[0]}")
+    res = dk.train(pipe, data, out_dir=args.out, progress=not args.quiet, resume=args.resume, **train_cfg)
     print(f"trained {res.steps} steps in {res.seconds:.1f} s, final loss {res.final_loss:.5f}; saved to {args.out}")
     return 0
 
@@ -105,45 +122,70 @@ def _is_directory_out(out: str) -> bool:
     return out.endswith(("/", os.sep)) or Path(out).is_dir() or Path(out).suffix == ""
 
 
-def _spec(text: str | None):
+def _spec(text: str | None, loc: str = "spec"):
+    """A component name, or a JSON object spec (``'{"name": "ddim", "steps": 20}'``)."""
     if text is None:
         return None
-    return json.loads(text) if text.lstrip().startswith("{") else text
+    if not text.lstrip().startswith("{"):
+        return text
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        from .errors import ConfigError
+
+        raise ConfigError(f"{text!r} is not valid JSON ({exc.msg} at column {exc.colno}); pass a name or a JSON "
+                          """object such as '{"name": "ddim", "steps": 20}'""", loc=loc) from None
+
+
+def _reference(pipe):
+    """Held-out data of the dataset the run was trained on (its test split), if it records one."""
+    spec = pipe.metadata.get("data")
+    if spec is None:
+        return None
+
+    def draw(n: int):
+        import diffusekit as dk
+
+        from .train import as_example
+
+        params = {"name": spec} if isinstance(spec, str) else dict(spec)
+        params.update({"n": n, "split": "test"})
+        try:
+            return as_example(dk.create("dataset", params, loc="data")).x
+        except Exception:  # a dataset without a test split or size: no reference panel
+            return None
+
+    return draw
 
 
 def cmd_sample(args) -> int:
-    import torch
-
     import diffusekit as dk
 
+    from . import writers
     from .errors import ConfigError
 
     kwargs = {}
     if args.sampler:
-        kwargs["sampler"] = _spec(args.sampler)
+        kwargs["sampler"] = _spec(args.sampler, loc="--sampler")
+    if args.n < 1:
+        raise ConfigError(f"--n must be a positive number of samples, got {args.n}", loc="--n")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be a positive integer, got {args.batch_size}", loc="--batch-size")
     if _is_directory_out(args.out):
+        from .files import check_output_dir
+
+        check_output_dir(args.out, loc="--out")
         return _sample_sharded(args, kwargs)
-    if args.batch_size is not None:
-        raise ConfigError(f"--batch-size applies to sharded output (a directory --out); {args.out!r} is a single "
-                          "file, drawn in one batch. Pass a directory (e.g. --out samples/) to shard", loc="batch_size")
+    writers.check_suffix(args.out, loc="--out")  # before sampling: a known file type in a writable directory
     if dk.distributed.world_size() > 1:
         raise ConfigError(f"{args.out!r} is a single file, which {dk.distributed.world_size()} processes cannot share; "
                           "pass a directory (e.g. --out samples/) to write one shard per batch", loc="out")
     pipe = dk.Pipeline.load(args.run, backend=args.backend)
-    x = pipe.sample(args.n, generator=torch.Generator().manual_seed(args.seed), progress=not args.quiet, **kwargs)
-    from safetensors.torch import save_file
-
-    if args.out.endswith(".safetensors"):
-        save_file({"samples": x.detach().cpu().contiguous()}, args.out)
-    elif args.out.endswith(".png") and x.ndim == 2 and x.shape[1] == 2:
-        from .plotting import plot_samples
-
-        plot_samples(x, x, args.out)
-    else:
-        import numpy as np
-
-        np.save(args.out, x.detach().cpu().numpy())
-    print(f"wrote {args.n} samples ({pipe.last_nfe} NFE) to {args.out}")
+    seeds = list(range(args.seed, args.seed + args.n))  # sample i uses seed + i, as in directory output
+    x = pipe.sample(args.n, generator=seeds, batch_size=args.batch_size or 256, progress=not args.quiet, **kwargs)
+    what = writers.write_samples(args.out, x, writers.WriteContext(pipe, pipe.last_nfe, _reference(pipe)),
+                                 loc="--out")
+    print(f"wrote {args.n} samples ({pipe.last_nfe} NFE) to {args.out}: {what}")
     return 0
 
 
@@ -210,7 +252,7 @@ def _load_items(path: str | None, key: str | None, loc: str, dataset_ok: bool = 
         return torch.from_numpy(np.load(str(p), allow_pickle=False))
     if dataset_ok and not p.exists():
         reg = dk.registry()
-        spec = _spec(path)
+        spec = _spec(path, loc=loc)
         name = spec.get("name") if isinstance(spec, dict) else spec
         if ("dataset", name) in reg:
             from .train import as_example
@@ -269,7 +311,7 @@ def cmd_evaluate(args) -> int:
                                                                 dataset_ok=True)
     if isinstance(samples, _WavItems) and isinstance(reference, _WavItems):
         reference = samples.matched(reference)
-    res = dist.evaluate(_spec(args.metric), samples, reference, bins=args.bins)
+    res = dist.evaluate(_spec(args.metric, loc="--metric"), samples, reference, bins=args.bins)
     res["world_size"] = dist.world_size()
     if dist.is_main():
         if args.json:
@@ -292,8 +334,15 @@ def cmd_export(args) -> int:
 
     suffix = {"onnx": ".onnx", "tensorrt": ".engine"}.get(args.format, "")
     target = args.out or str(Path(args.run) / (("sampler" if args.mode == "sampler" else "model") + suffix))
-    report = dk.export(pipe, args.format, target, mode=args.mode, fp16=args.fp16)
+    options = {"mode": args.mode, "fp16": args.fp16}
+    if args.format == "tensorrt":
+        # on a machine without a GPU, "always" fails before writing anything (nothing is replaced)
+        options["build"] = args.build
+    report = dk.export(pipe, args.format, target, **options)
     _print_json(report.as_dict() if hasattr(report, "as_dict") else report)
+    if args.format == "tensorrt" and args.build != "never" and getattr(report, "engine", None) is None:
+        print(f"error: no TensorRT engine was built ({report.reason})", file=sys.stderr)
+        return 3
     return 0
 
 
@@ -311,59 +360,107 @@ def cmd_quickstart(args) -> int:
     return 0
 
 
+def set_threads(threads: int | None) -> int:
+    """Intra-op threads for this process: ``--threads``, else ``DIFFUSEKIT_THREADS``, else 1.
+
+    The command line's models are small (MLPs, small U-Nets on 2 cores); for them torch's
+    default of one thread per core oversubscribes a shared machine and is several times
+    slower (docs/benchmarks.md, "threads"). Pass ``--threads 0`` to keep torch's default."""
+    import os
+
+    import torch
+
+    from .errors import ConfigError
+
+    if threads is None:
+        raw = os.environ.get("DIFFUSEKIT_THREADS", "1")
+        try:
+            threads = int(raw)
+        except ValueError:
+            raise ConfigError(f"DIFFUSEKIT_THREADS={raw!r} must be an integer (0: torch's default)",
+                              loc="DIFFUSEKIT_THREADS") from None
+    if threads < 0:
+        raise ConfigError(f"--threads must be >= 0 (0: torch's default), got {threads}", loc="--threads")
+    if threads:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+TRAIN_CONFIG_HELP = """\
+CONFIG is a JSON file or a recipe name (diffusekit components recipe). The file holds the
+pipeline keys (process, parameterization, network, sampler, guidance, conditioner,
+sample_shape: each a registered name or {"name": ..., **params}) plus
+  "data":  a registered dataset name or {"name": ..., **params}
+  "train": keyword arguments of dk.train (steps, batch_size, lr, weight_decay, warmup,
+           grad_clip, ema, seed, checkpoint_every, keep_checkpoints, log_every)
+Example:
+  {"process": "vp", "parameterization": "v", "network": {"name": "mlp", "dim": 2},
+   "data": {"name": "moons", "n": 20000}, "train": {"steps": 2000, "batch_size": 256}}
+Checkpoints go to OUT/checkpoint/step-XXXXXXXX (the newest three are kept); --resume
+continues from the newest one that verifies, after checking that config and data match.
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="diffusekit", description="Diffusion-family models, composed from plugins.")
+    parser = argparse.ArgumentParser(prog="diffusekit", description="Diffusion-family models, composed from plugins.",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="intra-op CPU threads (default: DIFFUSEKIT_THREADS, else 1, the fastest for the small "
+                        "models of the command line; 0 keeps torch's default)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("plugins", help="list plugins, their components and load errors")
-    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("plugins", help="list plugins, their components, overrides and load errors")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_plugins)
 
     p = sub.add_parser("components", help="list registered components")
-    p.add_argument("kind", nargs="?")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("kind", nargs="?", help="only this kind (process, sampler, network, dataset, writer, ...)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_components)
 
     p = sub.add_parser("info", help="describe a component (provenance and config schema)")
-    p.add_argument("name")
+    p.add_argument("name", help="a registered component name")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("schema", help="print the JSON schema of a component's config")
-    p.add_argument("kind")
-    p.add_argument("name")
+    p.add_argument("kind", help="component kind (process, sampler, network, ...)")
+    p.add_argument("name", help="registered name of the component")
     p.set_defaults(func=cmd_schema)
 
-    p = sub.add_parser("quickstart", help="train, sample, plot and export a small 2-D model")
-    p.add_argument("--out", default="runs/quickstart")
-    p.add_argument("--dataset", default="gmm")
-    p.add_argument("--steps", type=int, default=3000)
-    p.add_argument("--no-onnx", action="store_true")
+    p = sub.add_parser("quickstart", help="train, sample, plot and export a small 2-D model (about a minute)")
+    p.add_argument("--out", default="runs/quickstart", help="output directory (default runs/quickstart)")
+    p.add_argument("--dataset", default="gmm", help="a registered 2-D dataset (default gmm)")
+    p.add_argument("--steps", type=int, default=3000, help="training steps (default 3000)")
+    p.add_argument("--no-onnx", action="store_true", help="skip the ONNX export and onnxruntime sampling")
     p.set_defaults(func=cmd_quickstart)
 
-    p = sub.add_parser("train", help="train a pipeline from a JSON config or recipe name")
-    p.add_argument("config")
-    p.add_argument("--out", required=True)
-    p.add_argument("--data")
-    p.add_argument("--steps", type=int)
-    p.add_argument("--batch-size", dest="batch_size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--checkpoint-every", type=int, default=0)
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--quiet", action="store_true")
+    p = sub.add_parser("train", help="train a pipeline from a JSON config or recipe name",
+                       description=TRAIN_CONFIG_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", help="a JSON config file or a recipe name (see below)")
+    p.add_argument("--out", required=True, help="run directory (checked before training starts)")
+    p.add_argument("--data", help="dataset name or JSON spec, replacing the config's 'data'")
+    p.add_argument("--steps", type=int, help="training steps, replacing train.steps")
+    p.add_argument("--batch-size", dest="batch_size", type=int, help="batch size, replacing train.batch_size")
+    p.add_argument("--lr", type=float, help="learning rate, replacing train.lr")
+    p.add_argument("--checkpoint-every", type=int, default=None,
+                   help="write a checkpoint every N steps (default: train.checkpoint_every, else 0 = none)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest valid checkpoint in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sample", help="sample a saved pipeline (a directory --out: shards, under torchrun too)")
-    p.add_argument("run")
-    p.add_argument("--n", type=int, default=1000)
-    p.add_argument("--out", required=True, help="a .safetensors / .npy / .png file, or a directory: shards of "
+    p.add_argument("run", help="a run directory written by train / Pipeline.save")
+    p.add_argument("--n", type=int, default=1000, help="number of samples (default 1000)")
+    p.add_argument("--out", required=True, help="a file (.safetensors, .npy, .png and the suffixes of plugin "
+                   "writers: diffusekit components writer), or a directory (a path without suffix): shards of "
                    "--batch-size samples plus manifest.json, split across torchrun ranks, resumable")
     p.add_argument("--batch-size", dest="batch_size", type=int, default=None,
-                   help="samples per shard (directory --out only; default 64)")
-    p.add_argument("--seed", type=int, default=0, help="file --out: one generator; directory --out: sample i uses "
-                   "seed + i")
+                   help="samples drawn at once (memory bound; results do not depend on it; default 256, "
+                   "directory --out: samples per shard, default 64)")
+    p.add_argument("--seed", type=int, default=0, help="sample i uses the generator seeded seed + i")
     p.add_argument("--sampler", help="sampler name or JSON spec overriding the saved one")
-    p.add_argument("--backend", default="torch")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--backend", default="torch", help="torch (default), onnxruntime or tensorrt (needs an export)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("evaluate", help="compute a registered metric over a test set (split across torchrun ranks)")
@@ -375,34 +472,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", help="safetensors key or state leaf to evaluate (dict states)")
     p.add_argument("--bins", nargs=3, type=float, metavar=("LO", "HI", "COUNT"),
                    help="histogram of per-item values")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("export", help="export a saved pipeline")
-    p.add_argument("run")
-    p.add_argument("--format", default="onnx")
-    p.add_argument("--mode", default="denoiser", choices=["denoiser", "sampler"])
-    p.add_argument("--fp16", action="store_true")
-    p.add_argument("--out")
+    p = sub.add_parser("export", help="export a saved pipeline (ONNX; TensorRT on a GPU machine)")
+    p.add_argument("run", help="a run directory written by train / Pipeline.save")
+    p.add_argument("--format", default="onnx", help="onnx (default) or tensorrt")
+    p.add_argument("--mode", default="denoiser", choices=["denoiser", "sampler"],
+                   help="denoiser: the network graph; sampler: the whole sampling loop in one graph")
+    p.add_argument("--fp16", action="store_true", help="half-precision weights (GPU runtimes)")
+    p.add_argument("--build", default="always", choices=["always", "auto", "never"],
+                   help="tensorrt: always (default) fails without a GPU before writing anything; never writes the "
+                   "ONNX model and the build plan only")
+    p.add_argument("--out", help="output file (default RUN/model.onnx, RUN/sampler.onnx or RUN/model.engine)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("check", help="run the conformance kit on a plugin's components")
-    p.add_argument("plugin")
+    p.add_argument("plugin", help="a plugin name (diffusekit plugins)")
     p.set_defaults(func=cmd_check)
     return parser
 
 
+BUILTIN_COMMANDS = ("plugins", "components", "info", "schema", "quickstart", "train", "sample", "evaluate", "export",
+                    "check")
+
+
+def _command_position(argv: Sequence[str]) -> int:
+    """Index of the subcommand in argv (after global options such as ``--threads N``)."""
+    i = 0
+    while i < len(argv) and argv[i].startswith("-") and argv[i] not in ("-h", "--help"):
+        i += 1 if "=" in argv[i] else 2
+    return i
+
+
 def _add_plugin_commands(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
-    """Plugin subcommands (``register_commands``) are added only when one is invoked."""
-    builtin = {"plugins", "components", "info", "schema", "quickstart", "train", "sample", "evaluate", "export", "check",
-               "-h", "--help"}
-    if argv and argv[0] in builtin:
+    """Plugin subcommands (``register_commands``) are added when one is invoked or for ``--help``;
+    a plugin command named like a built-in one is skipped with a warning (the built-in wins)."""
+    i = _command_position(argv)
+    if i < len(argv) and argv[i] in BUILTIN_COMMANDS:
         return
     import diffusekit as dk
 
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     for spec in dk.registry().specs("command"):
-        p = sub.add_parser(spec.name, help=spec.description)
+        if spec.name in BUILTIN_COMMANDS:
+            print(f"warning: plugin {spec.provenance.plugin!r} registers a command {spec.name!r}, which is a built-in "
+                  "command; the plugin's command is ignored (rename it)", file=sys.stderr)
+            continue
+        p = sub.add_parser(spec.name, help=f"{spec.description} [plugin {spec.provenance.plugin}]")
         configure = spec.extra.get("configure")
         if configure is not None:
             configure(p)
@@ -410,11 +527,16 @@ def _add_plugin_commands(parser: argparse.ArgumentParser, argv: Sequence[str]) -
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; expected failures print one ``error:`` line naming the file or
+    option and the fix (exit code 2); ``DIFFUSEKIT_DEBUG=1`` shows tracebacks."""
+    import os
+
     from .errors import DiffusekitError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--"]:  # `torchrun ... -m diffusekit -- sample ...`: torchrun passes the "--" through
         argv = argv[1:]
+    debug = os.environ.get("DIFFUSEKIT_DEBUG", "") not in ("", "0")
     parser = build_parser()
     try:
         _add_plugin_commands(parser, argv)
@@ -422,18 +544,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = parser.parse_args(argv)
         except SystemExit as exc:  # argparse reports bad usage by exiting: return its code
             return int(exc.code or 0)
+        set_threads(args.threads)
         if not getattr(args, "func", None):
             parser.print_help()
             return 0
         return int(args.func(args) or 0)
     except DiffusekitError as exc:
+        if debug:
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into e.g. `head`, which closed early
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (OSError, ValueError, RuntimeError, ImportError) as exc:
+        if debug:
+            raise
+        print(f"error: {type(exc).__name__}: {exc} (DIFFUSEKIT_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

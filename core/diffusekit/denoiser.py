@@ -55,11 +55,22 @@ class Denoiser:
         self.nfe = 0
         #: the pipeline's buffers (e.g. Gaussian data statistics for teleporting samplers)
         self.buffers: dict = buffers if buffers is not None else {}
+        self._output_checked = False
 
     def __call__(self, x_t: Any, t: Any, cond: Any = None) -> Prediction:
         t = per_sample_time(t, x_t)
         self.nfe += 1
-        return self.parameterization.predict(self.network, self.process, x_t, t, cond, cond)
+        network = self.network if self._output_checked else self._first_call
+        return self.parameterization.predict(network, self.process, x_t, t, cond, cond)
+
+    def _first_call(self, x: Any, t: torch.Tensor, cond: Any = None) -> Any:
+        """The first network evaluation: its output's structure, shape and dtype are checked
+        once (parameterization.check_output), so a broadcasting or mistyped output fails here
+        instead of training or sampling silently."""
+        raw = self.network(x, t, cond)
+        self.parameterization.check_output(raw, x)
+        self._output_checked = True
+        return raw
 
     def reset_nfe(self) -> None:
         self.nfe = 0

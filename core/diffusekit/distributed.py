@@ -36,6 +36,12 @@ import torch
 
 from . import state as st
 from .errors import ConfigError, DiffusekitError, IntegrityError
+from .fit import batch_coupling
+# atomic writes and hashes live in diffusekit.files (re-exported: dk.distributed.atomic_write)
+from .files import atomic_write, atomic_write_bytes, tensors_sha256  # noqa: F401
+from .files import canonical_json as _canonical
+from .files import remove_stale_temps as _remove_stale_temps
+from .files import sha256_text as _sha256_text
 
 #: ``format`` field of a sample manifest and of each shard's safetensors metadata
 SAMPLES_FORMAT = "diffusekit-samples"
@@ -216,83 +222,6 @@ def shard_range(n: int, rank: int, world: int) -> range:
     return range(start, start + base + (1 if rank < extra else 0))
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(str(directory), os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory handles
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def _temp_path(path: Path) -> Path:
-    # hidden, in the same directory (same filesystem for os.replace), keeping the suffix so that
-    # writers that infer the format from it (soundfile) still work
-    return path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-
-
-def atomic_write(path: str | os.PathLike, writer: Callable[[Path], None]) -> None:
-    """Write ``path`` atomically: ``writer(temp)`` writes a temporary file in the same
-    directory, which is fsynced and renamed over ``path`` (``os.replace``). A reader (or a
-    resumed run) sees either the old file or the complete new one, never a partial file."""
-    path = Path(path)
-    tmp = _temp_path(path)
-    try:
-        writer(tmp)
-        fd = os.open(str(tmp), os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """:func:`atomic_write` of a bytes object."""
-    atomic_write(path, lambda tmp: tmp.write_bytes(data))
-
-
-def _remove_stale_temps(path: Path) -> None:
-    for tmp in path.parent.glob(f".{path.stem}.*.tmp{path.suffix}"):
-        tmp.unlink(missing_ok=True)
-
-
-# ---------------------------------------------------------------------------------------------
-# hashing and shard files
-# ---------------------------------------------------------------------------------------------
-
-
-def _canonical(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-
-
-def _sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _tensor_bytes(t: torch.Tensor) -> bytes:
-    flat = t.detach().cpu().contiguous().reshape(-1)
-    return flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b""
-
-
-def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
-    """sha256 over (name, dtype, shape, raw bytes) of each tensor, names in sorted order."""
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name]
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(_tensor_bytes(t))
-    return h.hexdigest()
-
-
 def _value_sha256(value: Any) -> str | None:
     if value is None:
         return None
@@ -369,18 +298,6 @@ class SampleReport:
     manifest: dict | None = None
     nfe: int | None = None
     warnings: list[str] = field(default_factory=list)
-
-
-def _batch_coupling(sampler, guidance: Sequence) -> list[str]:
-    """Why samples of one batch depend on each other (empty: batch-invariant)."""
-    reasons = []
-    for g in guidance:
-        if g.couples_batch:
-            reasons.append(f"guidance {type(g).__name__} couples the samples of a batch (particles interact)")
-    if sampler.couples_batch():
-        reasons.append(f"sampler {type(sampler).__name__} couples the samples of a batch (a step size or norm "
-                       "shared by the batch)")
-    return reasons
 
 
 def _run_plan(pipe, n: int, batch_size: int, seed: int, cond, sampler, guidance) -> dict:
@@ -586,7 +503,7 @@ def sample(pipe, n: int, out: str | os.PathLike, batch_size: int = 64, seed: int
     world, me = world_size(), rank()
     sampler_obj, guides = pipe.call_components(sampler, guidance)
     plan = _run_plan(pipe, n, batch_size, seed, cond, sampler_obj, guides)
-    coupling = _batch_coupling(sampler_obj, guides)
+    coupling = batch_coupling(sampler_obj, guides)
     if coupling and is_main():
         warnings.warn("samples depend on the batch partition (" + "; ".join(coupling) + f"): they are exact across "
                       f"world sizes and resumes for batch_size={batch_size}, but change with another batch size",

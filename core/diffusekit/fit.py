@@ -118,3 +118,16 @@ def check_fit(fit: Fit) -> None:
 
 
 __all__ = ["Fit", "check_fit", "fitting"]
+
+
+def batch_coupling(sampler, guidance) -> list[str]:
+    """Why the samples of one batch depend on each other (empty: batch-invariant, so drawing
+    in chunks or shards gives the same samples as one batch)."""
+    reasons = []
+    for g in guidance:
+        if g.couples_batch:
+            reasons.append(f"guidance {type(g).__name__} couples the samples of a batch (particles interact)")
+    if sampler.couples_batch():
+        reasons.append(f"sampler {type(sampler).__name__} couples the samples of a batch (a step size or norm "
+                       "shared by the batch)")
+    return reasons

@@ -75,3 +75,10 @@ def register_recipes(register):
 @hookspec
 def register_commands(register):
     """Register CLI subcommands: ``register(name, run, configure=None, description="")``."""
+
+
+@hookspec
+def register_writers(register):
+    """Register sample writers (:class:`diffusekit.writers.SampleWriter` subclasses): what
+    ``diffusekit sample --out FILE`` writes for a file suffix (e.g. ``.gif`` for videos,
+    ``.json`` for graphs)."""

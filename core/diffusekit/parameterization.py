@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from . import state as st
 from .config import Component
 from .process import AdditiveGaussian, ForwardProcess, Product, bcast
 
@@ -28,6 +29,11 @@ class Prediction:
     Non-Gaussian predictions (``logits``, per-key dicts, poses) are stored as given under
     their own names and returned unchanged.
     """
+
+    #: x0 and eps were given separately and need not satisfy x_t = a x0 + b y + c eps (CFG++:
+    #: guided x0, unconditional eps); samplers with ``renoise_eps`` then re-noise with
+    #: a x0 + c eps instead of the state. Set on the instance by the guidance that makes it.
+    renoises: bool = False
 
     def __init__(self, process: ForwardProcess, x_t: Any, t: torch.Tensor, cond: Any = None, **given: Any):
         self.process = process
@@ -128,6 +134,13 @@ class Parameterization(Component):
     output: str = "x0"
     #: handles the dict states of a Product process (per-key outputs and losses)
     supports_product: bool = False
+
+    def check_output(self, raw: Any, x_t: Any) -> None:
+        """Raise :class:`~diffusekit.errors.ShapeError` when a raw network output cannot be this
+        parameterization's target for ``x_t``. The denoiser calls it on its first network
+        evaluation (shapes only, no device sync). Default: the output has ``x_t``'s structure,
+        shapes and dtypes; parameterizations whose output differs (e.g. logits) override it."""
+        st.check_like(raw, x_t, "network output")
 
     def predict(self, network, process: ForwardProcess, x_t: Any, t: torch.Tensor, cond: Any = None,
                 net_cond: Any = None) -> Prediction:

@@ -97,6 +97,9 @@ class Pipeline:
         shape = sample_shape if sample_shape is not None else network_sample_shape(net)
         self.sample_shape = st.normalize_shape(shape)
         self.buffers: dict[str, torch.Tensor] = dict(buffers or {})
+        #: JSON facts about the run saved beside the config (e.g. ``data``: the registered
+        #: dataset spec it was trained on, used to draw held-out data)
+        self.metadata: dict[str, Any] = {}
         self.last_nfe: int | None = None
         #: the guidance copies bound to the last ``sample`` call (their per-call results,
         #: e.g. SMC log-weights, live there; the configured objects are never mutated)
@@ -177,6 +180,10 @@ class Pipeline:
         return torch.device("cpu")
 
     def to(self, device) -> "Pipeline":
+        device = torch.device(device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"device {str(device)!r} requested but no CUDA GPU is available "
+                              "(torch.cuda.is_available() is False); use device='cpu'", loc="device")
         self.model.to(device)
         self.buffers = {k: v.to(device) for k, v in self.buffers.items()}
         return self
@@ -215,8 +222,12 @@ class Pipeline:
     # -- sampling ---------------------------------------------------------------------------
     def sample(self, n: int, cond: Any = None, generator=None, *, progress: bool = False,
                callback=None, return_trajectory: bool = False, x_init: Any = None,
-               sampler: Any = None, guidance: Any = None, device=None):
+               sampler: Any = None, guidance: Any = None, device=None, batch_size: int | None = None):
         """Draw ``n`` samples. ``generator``: one Generator, one per sample, or int seeds.
+
+        ``batch_size`` draws at most that many samples at once (bounded memory). Sample ``i`` then
+        uses its own generator (the given per-sample ones, or one seeded from ``generator``), so
+        the result does not depend on ``batch_size``: any chunking gives the same samples.
 
         ``sampler`` / ``guidance`` replace the pipeline's for this call (checked by the same
         fit check as construction). Returns the samples, or a :class:`SamplingResult` with the
@@ -228,6 +239,12 @@ class Pipeline:
         check_cond(cond, n)
         if x_init is not None and st.batch_size(x_init) != n:
             raise ShapeError(f"x_init: batch {st.batch_size(x_init)} != n = {n}")
+        if batch_size is not None:
+            if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+                raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}", loc="batch_size")
+            return self._sample_chunked(n, batch_size, cond, generator, progress=progress, callback=callback,
+                                        return_trajectory=return_trajectory, x_init=x_init, sampler=sampler,
+                                        guidance=guidance, device=device)
         sampler, guides = self.call_components(sampler, guidance)
         fit = self.fit(sampler, guides)
         try:
@@ -235,6 +252,8 @@ class Pipeline:
         except (TypeError, ValueError) as exc:
             raise ConfigError(str(exc), loc="generator") from None
         device = torch.device(device) if device is not None else self.device
+        if cond is None:  # processes whose states need a condition draw one (GDSS node flags)
+            cond = self.process.sample_cond(n, gens, device)
         if x_init is None:
             if self.sample_shape is None:
                 raise ConfigError("sample_shape is unknown: pass sample_shape=... to Pipeline or train it first",
@@ -294,6 +313,41 @@ class Pipeline:
                                  "network output and the time grid's end point", step=None)
         if return_trajectory:
             return SamplingResult(out, trajectory, denoiser.nfe, time.perf_counter() - start)
+        return out
+
+    def _sample_chunked(self, n, batch_size, cond, generator, **kwargs):
+        import warnings
+
+        from .fit import batch_coupling
+
+        if isinstance(generator, (list, tuple)):
+            gens = as_generators(generator, n)
+        else:
+            seeds = torch.randint(0, 2**62, (n,), generator=generator).tolist()  # one seed per sample
+            gens = [torch.Generator().manual_seed(s) for s in seeds]
+        sampler, guides = self.call_components(kwargs.get("sampler"), kwargs.get("guidance"))
+        coupling = batch_coupling(sampler, guides)
+        if coupling and batch_size < n:
+            warnings.warn(f"batch_size={batch_size} < n={n}: results depend on the chunking because "
+                          + "; ".join(coupling), stacklevel=3)
+        x_init = kwargs.pop("x_init")
+        outs, trajectories, nfe, seconds = [], [], 0, 0.0
+        for a in range(0, n, batch_size):
+            b = min(n, a + batch_size)
+            part = self.sample(b - a, cond=st.index(cond, slice(a, b)) if st.is_state(cond) else cond,
+                               generator=gens[a:b], x_init=None if x_init is None else st.index(x_init, slice(a, b)),
+                               **kwargs)
+            nfe = max(nfe, self.last_nfe or 0)
+            if isinstance(part, SamplingResult):
+                trajectories.append(part.trajectory)
+                seconds += part.seconds
+                part = part.sample
+            outs.append(part)
+        self.last_nfe = nfe
+        out = outs[0] if len(outs) == 1 else st.concat(outs)
+        if kwargs.get("return_trajectory"):
+            steps = [st.concat(list(xs)) for xs in zip(*trajectories)]
+            return SamplingResult(out, steps, nfe, seconds)
         return out
 
     # -- likelihood -------------------------------------------------------------------------

@@ -31,6 +31,22 @@ def plot_samples(data: torch.Tensor, samples: torch.Tensor, path, title: str = "
     plt.close(fig)
 
 
+def plot_points(panels: dict, path, title: str = "") -> None:
+    """One scatter panel per entry of ``panels`` ({title: (N, 2) points}), shared axes."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), sharex=True, sharey=True,
+                             squeeze=False)
+    for ax, (name, pts) in zip(axes.flat, panels.items()):
+        ax.scatter(pts[:, 0].numpy(), pts[:, 1].numpy(), s=2, alpha=0.5)
+        ax.set_title(name)
+        ax.set_aspect("equal")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def save_image_grid(images: torch.Tensor, path: Path | str, title: str, cols: int = 10) -> None:
     """Grid of single-channel images in [-1, 1] (shape (N, 1, H, W)), ``cols`` per row."""
     plt = _pyplot()

@@ -5,7 +5,17 @@ Environment variables:
 * ``DIFFUSEKIT_STRICT_PLUGINS=1``: a plugin that fails to load raises :class:`PluginError`.
 * ``DIFFUSEKIT_LOAD_PLUGINS``: comma list of distributions (or entry-point names) to load;
   ``""`` loads none. Unset loads all.
-* ``DIFFUSEKIT_DISABLE_PLUGINS``: comma list of distributions or entry-point names to skip.
+* ``DIFFUSEKIT_DISABLE_PLUGINS``: comma list of distributions or entry-point names to skip
+  (checked first, so it also settles an entry-point name that two distributions use).
+* ``DIFFUSEKIT_ALLOW_OVERRIDES``: comma list of plugins (entry-point or distribution names, or
+  ``all``) allowed to replace a component another plugin registered (``override=True``).
+  Without it such a plugin is refused with a message naming what it would replace; allowed
+  replacements are listed by ``diffusekit plugins``.
+* ``DIFFUSEKIT_PLUGIN_TIMEOUT``: seconds a plugin import may take (default 60); a plugin that
+  takes longer is reported as failed and the others load.
+
+A plugin is isolated from the host: an exception, ``sys.exit`` or a hang while importing or
+registering marks that plugin as failed (``diffusekit plugins`` shows why) and the rest load.
 
 A plugin module may declare ``DIFFUSEKIT_API = ">=1,<2"`` (a PEP 440 specifier); plugins whose
 range excludes :data:`API_VERSION` are skipped with a message.
@@ -48,6 +58,8 @@ class PluginInfo:
     traceback: str | None = field(default=None, repr=False)
     #: wall-clock seconds spent importing and registering the plugin
     seconds: float = 0.0
+    #: ``(kind, name, plugin replaced)`` for each component this plugin overrides
+    overrides: list[tuple[str, str, str]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -58,6 +70,7 @@ class PluginInfo:
             "status": self.status,
             "error": self.error,
             "seconds": round(self.seconds, 4),
+            "overrides": [{"kind": k, "name": n, "replaced": r} for k, n, r in self.overrides],
             "components": {
                 kind: sorted(n for k, n in self.components if k == kind)
                 for kind in sorted({k for k, _ in self.components})
@@ -75,6 +88,24 @@ def _env_list(var: str) -> set[str] | None:
     if raw is None:
         return None
     return {normalize(p.strip()) for p in raw.split(",") if p.strip()}
+
+
+def _timeout() -> float:
+    raw = os.environ.get("DIFFUSEKIT_PLUGIN_TIMEOUT", "60")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ConfigError(f"DIFFUSEKIT_PLUGIN_TIMEOUT={raw!r} must be a positive number of seconds",
+                          loc="DIFFUSEKIT_PLUGIN_TIMEOUT")
+    return value
+
+
+def _override_allowed(info: "PluginInfo") -> bool:
+    allowed = _env_list("DIFFUSEKIT_ALLOW_OVERRIDES") or set()
+    names = {normalize(n) for n in (info.name, info.distribution) if n}
+    return "all" in allowed or bool(names & allowed)
 
 
 def _strict() -> bool:
@@ -171,7 +202,11 @@ class PluginManager:
                 version=dist.version if dist else None,
                 module=ep.value,
             )
-            if ep.name in self.infos:
+            if names & disabled:  # first: disabling settles an entry-point name collision
+                info.status = "disabled"
+                self.infos[ep.name if ep.name not in self.infos else f"{ep.name}@{dist_name}"] = info
+                continue
+            if ep.name in self.infos and self.infos[ep.name].status != "disabled":
                 info.status, info.error = "skipped", (
                     f"entry point name {ep.name!r} is already used by distribution "
                     f"{self.infos[ep.name].distribution!r}"
@@ -181,9 +216,6 @@ class PluginManager:
                 continue
             self.infos[ep.name] = info
             if only is not None and not (names & only):
-                info.status = "disabled"
-                continue
-            if names & disabled:
                 info.status = "disabled"
                 continue
             self._load_entry_point(ep, info)
@@ -200,15 +232,36 @@ class PluginManager:
             info.seconds = time.perf_counter() - start
 
     def _import_and_register(self, ep, info: PluginInfo) -> None:
-        try:
-            module = ep.load()
-        except Exception as exc:  # noqa: BLE001 - any import failure is isolated
+        result: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                result["module"] = ep.load()
+            except BaseException as exc:  # noqa: BLE001 - SystemExit included: a plugin never ends the host
+                result["error"] = exc
+                result["traceback"] = traceback.format_exc()
+
+        timeout = _timeout()
+        worker = threading.Thread(target=target, name=f"diffusekit-plugin-{info.name}", daemon=True)
+        worker.start()
+        worker.join(timeout)
+        if worker.is_alive():
             info.status = "error"
-            info.error = f"Error importing plugin {info.name!r}: {type(exc).__name__}: {exc}"
-            info.traceback = traceback.format_exc()
+            info.error = (f"importing plugin {info.name!r} did not finish within {timeout:g} s (it keeps running in "
+                          "the background); fix or disable it (DIFFUSEKIT_DISABLE_PLUGINS), or raise "
+                          "DIFFUSEKIT_PLUGIN_TIMEOUT")
             self._fail(info)
             return
-        self.load_module(module, info)
+        if "error" in result:
+            exc = result["error"]
+            if isinstance(exc, KeyboardInterrupt):
+                raise exc
+            info.status = "error"
+            info.error = f"Error importing plugin {info.name!r}: {type(exc).__name__}: {exc}"
+            info.traceback = result.get("traceback")
+            self._fail(info)
+            return
+        self.load_module(result["module"], info)
 
     def load_module(self, module: Any, info: PluginInfo | None = None) -> PluginInfo:
         """Register one plugin object (module or instance) with per-plugin rollback."""
@@ -251,7 +304,10 @@ class PluginManager:
                         staged.append((spec, override))
                         return spec
 
-                    impl.function(register=register)
+                    try:
+                        impl.function(register=register)
+                    except SystemExit as exc:  # a plugin never ends the host
+                        raise PluginError(f"{hookname} called sys.exit({exc.code!r})") from None
             # Check every name before committing anything (all or nothing).
             seen: set[tuple[str, str]] = set()
             for spec, override in staged:
@@ -261,6 +317,11 @@ class PluginManager:
                 seen.add(key)
                 if key in self.registry and not override:
                     self.registry.add(spec)  # raises the duplicate error naming both
+                if key in self.registry and override and not _override_allowed(info):
+                    old = self.registry.get(*key).provenance
+                    raise PluginError(
+                        f"plugin {info.name!r} would replace {spec.kind} {spec.name!r} of {old.describe()}; "
+                        f"replacing components needs the user's consent: DIFFUSEKIT_ALLOW_OVERRIDES={info.name}")
         except Exception as exc:  # noqa: BLE001 - rollback
             self.pm.unregister(module)
             info.status = "error"
@@ -269,6 +330,9 @@ class PluginManager:
             self._fail(info)
             return info
         for spec, override in staged:
+            key = (spec.kind, spec.name)
+            if key in self.registry:
+                info.overrides.append((spec.kind, spec.name, self.registry.get(*key).provenance.plugin))
             self.registry.add(spec, override=override)
             info.components.append((spec.kind, spec.name))
         info.status = "loaded"

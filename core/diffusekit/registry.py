@@ -26,6 +26,7 @@ KINDS: dict[str, str] = {
     "exporter": "register_exporters",
     "recipe": "register_recipes",
     "command": "register_commands",
+    "writer": "register_writers",
 }
 
 
@@ -77,6 +78,7 @@ BASES: dict[str, tuple[str, str]] = {
     "guidance": ("guidance", "Guidance"),
     "conditioner": ("conditioner", "Conditioner"),
     "exporter": ("export", "Exporter"),
+    "writer": ("writers", "SampleWriter"),
 }
 
 

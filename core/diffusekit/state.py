@@ -252,6 +252,29 @@ def same_shape(a: Shape, b: Shape) -> bool:
     return tuple(a) == tuple(b)
 
 
+def check_like(out: Any, ref: State, loc: str = "output") -> None:
+    """Raise ShapeError unless ``out`` has ``ref``'s structure (same dict keys), and every leaf
+    the same shape and dtype: no silent broadcasting of (B, 1), (1, D) or scalar outputs, no
+    silent float64. Reads only metadata (no device sync)."""
+    from .errors import ShapeError
+
+    if torch.is_tensor(ref):
+        if not torch.is_tensor(out):
+            raise ShapeError(f"{loc}: expected a Tensor of shape {tuple(ref.shape)}, got {type(out).__name__}")
+        if out.shape != ref.shape:
+            raise ShapeError(f"{loc}: shape {tuple(out.shape)} does not match the state's {tuple(ref.shape)}; the "
+                             "network must return one value per state entry (broadcasting is not accepted)")
+        if out.dtype != ref.dtype:
+            raise ShapeError(f"{loc}: dtype {out.dtype} does not match the state's {ref.dtype}; cast inside the "
+                             "network (or train in that dtype)")
+        return
+    if not isinstance(out, Mapping) or set(out) != set(ref):
+        got = sorted(out) if isinstance(out, Mapping) else type(out).__name__
+        raise ShapeError(f"{loc}: expected a dict with keys {sorted(ref)} (one entry per state leaf), got {got}")
+    for k, v in ref.items():
+        check_like(out[k], v, f"{loc}.{k}")
+
+
 def all_finite(x: Any) -> bool:
     """True unless a floating / complex leaf holds NaN or Inf (one host sync for the state)."""
     if not is_state(x):

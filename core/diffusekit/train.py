@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -108,39 +109,180 @@ def _rng_tensors(gens: dict[str, torch.Generator]) -> dict[str, torch.Tensor]:
     return out
 
 
-def _save_checkpoint(path: Path, step: int, pipe, opt, ema: EMA | None, gens, losses, rank: int, world: int) -> None:
+#: ``out_dir/checkpoint/step-00001200/``: one directory per kept checkpoint
+STEP_DIR = "step-{:08d}"
+MANIFEST = "manifest.json"
+
+
+def data_fingerprint(example: Example) -> dict[str, Any]:
+    """What resume compares to know it trains on the same data: rows, leaf shapes and a sha256
+    of every tensor of the data and the condition."""
+    from .files import tensors_sha256
+
+    tensors = st.flatten(example.x, "x")
+    if example.cond is not None and st.is_state(example.cond):
+        tensors.update(st.flatten(example.cond, "cond"))
+    return {"rows": st.batch_size(example.x), "shapes": {k: list(v.shape) for k, v in sorted(tensors.items())},
+            "sha256": tensors_sha256(tensors)}
+
+
+def _all_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of floating tensors holding NaN / Inf (one host sync for all of them)."""
+    names = [k for k, v in tensors.items() if v.is_floating_point() and v.numel()]
+    if not names:
+        return []
+    flags = torch.stack([torch.isfinite(tensors[k]).all() for k in names]).tolist()
+    return [k for k, ok in zip(names, flags) if not ok]
+
+
+def _checkpoints(root: Path) -> list[Path]:
+    """Kept checkpoint directories, newest first."""
+    if not root.is_dir():
+        return []
+    found = []
+    for p in root.iterdir():
+        if p.is_dir() and p.name.startswith("step-") and p.name[5:].isdigit():
+            found.append((int(p.name[5:]), p))
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def _verify_checkpoint(path: Path) -> str | None:
+    """None when ``path`` is a complete checkpoint whose files match its manifest, else why not."""
+    from .files import sha256_file
+
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except FileNotFoundError:
+        return "no manifest.json (incomplete write)"
+    except (OSError, ValueError) as exc:
+        return f"unreadable manifest.json ({exc})"
+    for name, sha in manifest.get("files", {}).items():
+        f = path / name
+        if not f.exists():
+            return f"{name} is missing"
+        if sha256_file(f) != sha:
+            return f"{name} does not match its sha256 (damaged)"
+    return None
+
+
+def _save_checkpoint(root: Path, step: int, pipe, opt, ema: EMA | None, gens, losses, rank: int, world: int,
+                     fingerprint: dict, train_args: dict, keep: int) -> None:
+    """Write ``root/step-XXXXXXXX`` atomically: every file goes into a hidden directory with a
+    manifest of sha256 hashes written last, which is then renamed into place; the oldest
+    checkpoints beyond ``keep`` are removed afterwards. Non-finite weights or optimizer state
+    are never written (NonFiniteError names the last good checkpoint)."""
+    import shutil
+
     from safetensors.torch import save_file
 
+    from .files import atomic_write_json, fsync_dir, fsync_file, sha256_file
     from .io import state_tensors
 
-    path.mkdir(parents=True, exist_ok=True)
+    final = root / STEP_DIR.format(step)
+    tmp = root / f".tmp-{final.name}"
+    tensors: dict[str, torch.Tensor] = {}
+    meta: dict[str, Any] = {}
+    failed: list[str] = []
     if distributed.is_main():
         tensors = {f"model.{k}": v for k, v in state_tensors(pipe).items()}
         if ema is not None:
             tensors.update({f"ema.{k}": v.cpu().contiguous() for k, v in ema.shadow.items()})
         osd = opt.state_dict()
-        for idx, st in osd["state"].items():
-            for key, val in st.items():
+        for idx, ost in osd["state"].items():
+            for key, val in ost.items():
                 if torch.is_tensor(val):
                     tensors[f"optim.{idx}.{key}"] = val.detach().cpu().contiguous()
-        save_file(tensors, str(path / "state.safetensors"))
-        meta = {
-            "step": step,
-            "param_groups": osd["param_groups"],
-            "optim_scalars": {str(i): {k: v for k, v in st.items() if not torch.is_tensor(v)}
-                              for i, st in osd["state"].items()},
-            "losses": losses,
-            "world_size": world,
-            "pipeline": pipe.config,
-        }
-        (path / "state.json").write_text(json.dumps(meta))
-    save_file(_rng_tensors(gens), str(path / f"rng_rank{rank}.safetensors"))
+        failed = _all_finite(tensors)
+        meta = {"step": step, "param_groups": osd["param_groups"],
+                "optim_scalars": {str(i): {k: v for k, v in ost.items() if not torch.is_tensor(v)}
+                                  for i, ost in osd["state"].items()},
+                "losses": losses, "world_size": world, "pipeline": pipe.config, "data": fingerprint,
+                "train": train_args}
+    if distributed.failed_ranks(bool(failed)):
+        kept = _checkpoints(root)
+        last = f"the last good checkpoint is {kept[0]}" if kept else "no checkpoint was written before"
+        raise NonFiniteError(
+            f"the weights or optimizer state became NaN/Inf before the checkpoint at step {step} "
+            f"({', '.join(failed[:4]) or 'on another rank'}); it was not written and {last}. Lower lr, raise "
+            "warmup or check the data, then resume", step=step)
+    if distributed.is_main():
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    distributed.barrier()
+    try:
+        rng_name = f"rng_rank{rank}.safetensors"
+        save_file(_rng_tensors(gens), str(tmp / rng_name))
+        fsync_file(tmp / rng_name)
+        distributed.barrier()
+        if distributed.is_main():
+            save_file(tensors, str(tmp / "state.safetensors"))
+            (tmp / "state.json").write_text(json.dumps(meta, default=str))
+            for name in ("state.safetensors", "state.json"):
+                fsync_file(tmp / name)
+            files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
+            atomic_write_json(tmp / MANIFEST, {"format": 1, "step": step, "files": files})
+            if final.exists():  # the same step again (a resumed run): swap, never a moment without it
+                old = root / f".old-{final.name}"
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(final, old)
+                os.replace(tmp, final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, final)
+            fsync_dir(root)
+            for stale in _checkpoints(root)[max(keep, 1):]:
+                shutil.rmtree(stale, ignore_errors=True)
+    except BaseException:
+        if distributed.is_main():
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    distributed.barrier()
 
 
-def _load_checkpoint(path: Path, pipe, opt, ema: EMA | None, gens, rank: int) -> tuple[int, list[float]]:
+def _find_checkpoint(root: Path) -> tuple[Path | None, list[str]]:
+    """The newest checkpoint that verifies, and why each newer one was skipped."""
+    skipped = []
+    for path in _checkpoints(root):
+        why = _verify_checkpoint(path)
+        if why is None:
+            return path, skipped
+        skipped.append(f"{path.name}: {why}")
+    return None, skipped
+
+
+def _check_resume(path: Path, meta: dict, pipe, fingerprint: dict, steps: int) -> int:
+    from .io import config_differences
+
+    step = meta.get("step")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ConfigError(f"{path}/state.json: step {step!r} is not a step count", loc="resume")
+    if step > steps:
+        raise ConfigError(f"{path} is at step {step}, beyond steps={steps}; raise steps to continue the run",
+                          loc="train.steps")
+    saved = {k: v for k, v in (meta.get("pipeline") or {}).items() if k != "sampler"}
+    now = {k: v for k, v in pipe.config.items() if k != "sampler"}
+    diffs = config_differences(saved, now)
+    if diffs:
+        raise ConfigError(f"cannot resume {path}: the pipeline differs from the checkpoint's "
+                          f"({'; '.join(diffs[:6])}); resume with the same config, or train into a new out_dir",
+                          loc="resume")
+    data = meta.get("data")
+    if data is not None and data != fingerprint:
+        what = "rows" if data.get("rows") != fingerprint["rows"] else (
+            "shapes" if data.get("shapes") != fingerprint["shapes"] else "values")
+        raise ConfigError(f"cannot resume {path}: the training data differs from the checkpoint's ({what}: saved "
+                          f"{data.get(what)!r:.80}, now {fingerprint[what]!r:.80}); resume with the same data, or train "
+                          "into a new out_dir", loc="resume")
+    return step
+
+
+def _load_checkpoint(path: Path, pipe, opt, ema: EMA | None, gens, rank: int, fingerprint: dict,
+                     steps: int) -> tuple[int, list[float]]:
     from safetensors.torch import load_file
 
     meta = json.loads((path / "state.json").read_text())
+    step = _check_resume(path, meta, pipe, fingerprint, steps)
     tensors = load_file(str(path / "state.safetensors"))
     sub = {k[len("model."):]: v for k, v in tensors.items()
            if k.startswith("model.") and not k.startswith("model.buffer.")}
@@ -162,33 +304,118 @@ def _load_checkpoint(path: Path, pipe, opt, ema: EMA | None, gens, rank: int) ->
         for k, g in gens.items():
             g.set_state(rng[f"rng.{k}"])
         torch.set_rng_state(rng["rng.torch"])
-    return int(meta["step"]), list(meta.get("losses", []))
+    return step, list(meta.get("losses", []))
+
+
+def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
+    """The newest checkpoint directory of a run (``state.json``, ``state.safetensors``, the
+    RNG states and ``manifest.json``) whose files verify, or None."""
+    return _find_checkpoint(Path(out_dir) / CHECKPOINT_DIR)[0]
+
+
+def _resume_point(out_dir: Path, resume: bool) -> Path | None:
+    """The checkpoint to resume from (None: start at step 0); refuses what would lose work."""
+    from .io import CONFIG_FILE
+
+    root = out_dir / CHECKPOINT_DIR
+    found, skipped = _find_checkpoint(root)
+    legacy = root / "state.json"
+    if resume:
+        if found is not None:
+            if skipped:
+                import warnings
+
+                warnings.warn(f"resuming from {found}; skipped newer damaged checkpoints: {'; '.join(skipped)}",
+                              stacklevel=3)
+            return found
+        if legacy.exists():  # the single-slot layout of earlier versions
+            return root
+        if skipped:
+            raise ConfigError(f"no usable checkpoint in {root}: {'; '.join(skipped)}", loc="resume")
+        if (out_dir / CONFIG_FILE).exists():
+            raise ConfigError(f"{out_dir} holds a saved run but no checkpoint, so there is nothing to resume; drop "
+                              "resume to train it again from step 0 (it will be overwritten), or use another "
+                              "out_dir", loc="resume")
+        if distributed.is_main():
+            print(f"[train] no checkpoint in {out_dir}: starting at step 0", flush=True)
+        return None
+    if found is not None or legacy.exists():
+        step = found.name if found is not None else "state.json"
+        raise ConfigError(f"{out_dir} has checkpoints of an earlier run (newest: {step}); pass resume=True "
+                          "(--resume) to continue it, or use another out_dir", loc="out_dir")
+    return None
+
+
+def _check_number(name: str, value: Any, *, integer: bool = False, low: float | None = None,
+                  high: float | None = None, low_open: bool = False, high_open: bool = False,
+                  none_ok: bool = False, fix: str = "") -> None:
+    import math
+
+    if value is None and none_ok:
+        return
+    kind = "an integer" if integer else "a number"
+    ok = not isinstance(value, bool) and (isinstance(value, int) if integer else isinstance(value, (int, float)))
+    if ok and not integer:
+        ok = math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        rng = ""
+        if low is not None or high is not None:
+            lo = "" if low is None else f"{'>' if low_open else '>='} {low}"
+            hi = "" if high is None else f"{'<' if high_open else '<='} {high}"
+            rng = " " + " and ".join(x for x in (lo, hi) if x)
+        raise ConfigError(f"{name} must be {kind}{rng}{' or None' if none_ok else ''}, got {value!r}"
+                          + (f"; {fix}" if fix else ""), loc=f"train.{name}")
 
 
 def train(pipe, data: Any, steps: int = 1000, batch_size: int = 256, lr: float = 2e-3,
           weight_decay: float = 0.0, warmup: int = 0, grad_clip: float | None = 1.0,
           ema: float | None = 0.999, seed: int = 0, out_dir: str | os.PathLike | None = None,
-          checkpoint_every: int = 0, resume: bool = False, progress: bool = False,
-          log_every: int = 0, device=None, stop_after: int | None = None) -> TrainResult:
+          checkpoint_every: int = 0, resume: bool = False, progress: bool = True,
+          log_every: int = 0, device=None, stop_after: int | None = None,
+          keep_checkpoints: int = 3) -> TrainResult:
     """Train ``pipe`` on ``data``; returns a :class:`TrainResult`.
 
     Under ``torchrun`` (WORLD_SIZE > 1) the network is wrapped in DDP (gloo on CPU, NCCL on
     CUDA) and each rank draws ``batch_size // world_size`` samples per step. With ``ema`` the
-    pipeline ends with the EMA weights. ``checkpoint_every`` writes ``out_dir/checkpoint``;
-    ``resume=True`` continues from it exactly (same batches, noise and optimizer state).
-    ``stop_after`` ends the run early after that many steps (used to test resumption).
+    pipeline ends with the EMA weights. ``checkpoint_every`` writes ``out_dir/checkpoint/
+    step-XXXXXXXX`` atomically and keeps the newest ``keep_checkpoints``; ``resume=True``
+    continues exactly (same batches, noise and optimizer state) from the newest checkpoint that
+    verifies, after checking that the pipeline config and the data are the ones it was written
+    with. ``progress``: a bar on a terminal, else a line every 30 s. ``stop_after`` ends the run
+    early after that many steps (used to test resumption).
     """
-    if steps < 1:
-        raise ConfigError(f"steps must be >= 1, got {steps}", loc="train.steps")
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {batch_size}", loc="train.batch_size")
+    _check_number("steps", steps, integer=True, low=1)
+    _check_number("batch_size", batch_size, integer=True, low=1)
+    _check_number("lr", lr, low=0, low_open=True)
+    _check_number("weight_decay", weight_decay, low=0)
+    _check_number("warmup", warmup, integer=True, low=0, fix="the number of steps over which lr ramps up from 0")
+    _check_number("grad_clip", grad_clip, low=0, low_open=True, none_ok=True,
+                  fix="the maximum gradient norm (None: no clipping)")
+    _check_number("ema", ema, low=0, high=1, high_open=True, none_ok=True,
+                  fix="the EMA decay, e.g. 0.999 (None or 0: no EMA)")
+    _check_number("seed", seed, integer=True)
+    _check_number("checkpoint_every", checkpoint_every, integer=True, low=0, fix="0 writes no checkpoints")
+    _check_number("log_every", log_every, integer=True, low=0)
+    _check_number("keep_checkpoints", keep_checkpoints, integer=True, low=1)
+    _check_number("stop_after", stop_after, integer=True, low=1, none_ok=True)
     if (checkpoint_every or resume) and out_dir is None:
         raise ConfigError("checkpointing / resume needs out_dir", loc="train.out_dir")
+    if out_dir is not None and distributed.is_main():
+        from .files import check_output_dir
+
+        check_output_dir(out_dir, loc="train.out_dir")  # before any work: never lose a finished run
     world, rank = _distributed()
     if device is not None:
         pipe.to(device)
     device = pipe.device
+    spec = data if isinstance(data, str) or (isinstance(data, dict) and not st.is_state(data)) else None
     example = as_example(data)
+    if spec is not None:
+        pipe.metadata["data"] = spec
     if pipe.sample_shape is None:
         pipe.sample_shape = st.shape_of(example.x)
     pipe.process.check_state(st.index(example.x, slice(0, 1)), pipe.sample_shape, loc="data")
@@ -197,15 +424,20 @@ def train(pipe, data: Any, steps: int = 1000, batch_size: int = 256, lr: float =
     # Training draws its own randomness; the caller's global torch RNG is left as it was
     # (layers such as dropout draw from a forked global generator seeded by ``seed``).
     devices = [device.index or 0] if device.type == "cuda" else []
+    args = {"batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "warmup": warmup, "grad_clip": grad_clip,
+            "ema": ema, "seed": seed}
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed + rank)
         return _train_loop(pipe, example, steps, batch_size // world, lr, weight_decay, warmup, grad_clip, ema,
                            seed, out_dir, checkpoint_every, resume, progress, log_every, device, stop_after,
-                           world, rank)
+                           world, rank, keep_checkpoints, args)
 
 
 def _train_loop(pipe, example: Example, steps, local_bs, lr, weight_decay, warmup, grad_clip, ema, seed,
-                out_dir, checkpoint_every, resume, progress, log_every, device, stop_after, world, rank):
+                out_dir, checkpoint_every, resume, progress, log_every, device, stop_after, world, rank,
+                keep_checkpoints, train_args):
+    from .progress import Progress
+
     gens = {"data": torch.Generator().manual_seed(seed * 7919 + rank),
             "noise": torch.Generator().manual_seed(seed * 104729 + 1 + rank)}
     params = [p for p in pipe.parameters() if p.requires_grad]
@@ -219,19 +451,24 @@ def _train_loop(pipe, example: Example, steps, local_bs, lr, weight_decay, warmu
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         model = DDP(pipe.model)
-    ckpt = Path(out_dir) / CHECKPOINT_DIR if out_dir is not None else None
+    root = Path(out_dir) / CHECKPOINT_DIR if out_dir is not None else None
+    fingerprint = data_fingerprint(example) if (checkpoint_every or resume or stop_after) and root else {}
     start, losses = 0, []
-    if resume and ckpt is not None and (ckpt / "state.json").exists():
-        start, losses = _load_checkpoint(ckpt, pipe, opt, ema_tracker, gens, rank)
-    bar = None
-    if progress and distributed.is_main():
-        from tqdm.auto import tqdm
+    if root is not None:
+        point = _resume_point(Path(out_dir), resume)
+        if point is not None:
+            start, losses = _load_checkpoint(point, pipe, opt, ema_tracker, gens, rank, fingerprint, steps)
 
-        bar = tqdm(total=steps, initial=start, desc="training", disable=None)
+    def checkpoint(at: int) -> None:
+        _save_checkpoint(root, at, pipe, opt, ema_tracker, gens, losses, rank, world, fingerprint, train_args,
+                         keep_checkpoints)
+
+    bar = Progress(steps, "training", initial=start, enabled=bool(progress) and distributed.is_main())
     t0 = time.perf_counter()
     pipe.train()
     n_data = st.batch_size(example.x)
     end = steps if stop_after is None else min(steps, start + stop_after)
+    max_norm = grad_clip if grad_clip else float("inf")
     for step in range(start, end):
         scale = min(1.0, (step + 1) / warmup) if warmup else 1.0
         for group in opt.param_groups:
@@ -241,31 +478,30 @@ def _train_loop(pipe, example: Example, steps, local_bs, lr, weight_decay, warmu
         x0 = st.to(batch.x, device)
         cond = st.to(batch.cond, device)
         loss = pipe.loss(x0, cond, generator=gens["noise"], model=model)
-        if not torch.isfinite(loss):
-            raise NonFiniteError(f"training loss became {loss.item()} at step {step}; lower lr or check data",
-                                 step=step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if grad_clip:
-            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        # the gradient norm (clipped when grad_clip is set) and the loss reach the host together
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        value, norm_value = torch.stack([loss.detach().float(), norm.detach().float().to(loss.device)]).tolist()
+        if not math.isfinite(value) or not math.isfinite(norm_value):
+            what = f"loss became {value}" if not math.isfinite(value) else f"gradient norm became {norm_value}"
+            kept = _checkpoints(root) if root is not None else []
+            last = f"; the last good checkpoint is {kept[0]}" if kept else ""
+            raise NonFiniteError(f"training {what} at step {step}; the weights were not updated{last}. Lower lr, "
+                                 "raise warmup or check the data", step=step)
         opt.step()
         if ema_tracker is not None:
             ema_tracker.update(pipe.model, step)
-        value = float(loss.detach())
         losses.append(value)
-        if bar is not None:
-            bar.update(1)
-            if step % 20 == 0:
-                bar.set_postfix(loss=f"{value:.4f}")
+        bar.update(1, loss=value)
         if log_every and distributed.is_main() and (step + 1) % log_every == 0:
             print(f"step {step + 1}/{steps} loss {sum(losses[-log_every:]) / log_every:.5f}", flush=True)
-        if checkpoint_every and (step + 1) % checkpoint_every == 0 and ckpt is not None:
-            _save_checkpoint(ckpt, step + 1, pipe, opt, ema_tracker, gens, losses, rank, world)
-    if bar is not None:
-        bar.close()
+        if checkpoint_every and (step + 1) % checkpoint_every == 0 and root is not None:
+            checkpoint(step + 1)
+    bar.close()
     if stop_after is not None and end < steps:
-        if ckpt is not None:
-            _save_checkpoint(ckpt, end, pipe, opt, ema_tracker, gens, losses, rank, world)
+        if root is not None and not (checkpoint_every and end % checkpoint_every == 0):
+            checkpoint(end)
         return TrainResult(end, losses, time.perf_counter() - t0, start)
     if ema_tracker is not None:
         ema_tracker.copy_to(pipe.model)
@@ -273,8 +509,6 @@ def _train_loop(pipe, example: Example, steps, local_bs, lr, weight_decay, warmu
     if out_dir is not None and distributed.is_main():
         pipe.save(out_dir)
     return TrainResult(steps, losses, time.perf_counter() - t0, start)
-
-
 
 
 # ``dk.train(pipe, data, ...)`` calls :func:`train` although ``diffusekit.train`` is this module.

@@ -51,6 +51,13 @@ class Logits(Parameterization):
     requires = (Absorbing,)
     output = "logits"
 
+    def check_output(self, raw, x_t) -> None:
+        """Logits: one float vector per token, shape (*x_t.shape, V or V + 1) (the vocabulary
+        size is checked against the process by :func:`subs_log_probs`)."""
+        if not torch.is_tensor(raw) or raw.shape[:-1] != x_t.shape or not raw.is_floating_point():
+            got = tuple(raw.shape) if torch.is_tensor(raw) else type(raw).__name__
+            raise ShapeError(f"network output: expected float logits of shape {(*x_t.shape, 'V + 1')}, got {got}")
+
     def predict(self, network, process: ForwardProcess, x_t: Any, t: torch.Tensor, cond: Any = None,
                 net_cond: Any = None) -> Prediction:
         raw = network(x_t, t, net_cond)

@@ -40,19 +40,33 @@ def enhance_spec(pipe, Y: torch.Tensor, generator=None, predictive=None, sampler
     return pipe.sample(Y.shape[0], cond=cond, generator=generator, x_init=x_init, sampler=sampler)
 
 
+#: shorter chunks are refused: each chunk is one batch entry of a full reverse process
+MIN_CHUNK_SECONDS = 0.25
+
+
 def enhance_waveform(pipe, noisy: torch.Tensor, seed: int = 0, predictive=None, sampler=None,
                      chunk_seconds: float = 4.0, overlap_seconds: float = 0.5, batch: int = 4,
                      sr: int = 16_000, transform: SpecTransform | None = None) -> torch.Tensor:
     """Enhance a 1-D waveform. Signals longer than ``chunk_seconds`` are processed in chunks that
     overlap by ``overlap_seconds`` and are cross-faded linearly; each chunk is normalised by its own
     noisy peak. Chunk k uses the per-sample generator seeded ``seed + k`` (batch-invariant)."""
+    from diffusekit.errors import ConfigError
+
     tf = transform or SpecTransform()
+    if not MIN_CHUNK_SECONDS <= chunk_seconds:  # also refuses NaN; tiny chunks would mean millions of calls
+        raise ConfigError(f"chunk_seconds must be at least {MIN_CHUNK_SECONDS} s, got {chunk_seconds!r}",
+                          loc="chunk_seconds")
+    if not 0 <= overlap_seconds <= chunk_seconds / 2:
+        raise ConfigError(f"overlap_seconds must be between 0 and half of chunk_seconds ({chunk_seconds / 2:g} s), "
+                          f"got {overlap_seconds!r}", loc="overlap_seconds")
     noisy = noisy.to(torch.float32)
     n = noisy.shape[-1]
+    if n == 0:
+        raise ConfigError("the audio is empty (0 samples); nothing to enhance", loc="noisy")
+    if not bool(torch.isfinite(noisy).all()):
+        raise ConfigError("the audio holds NaN or Inf samples", loc="noisy")
     chunk = int(chunk_seconds * sr)
     hop = chunk - int(overlap_seconds * sr)
-    if hop <= 0:
-        raise ValueError(f"overlap_seconds ({overlap_seconds}) must be shorter than chunk_seconds ({chunk_seconds})")
     if n <= chunk:
         starts, length = [0], n
     else:

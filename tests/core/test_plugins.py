@@ -25,7 +25,8 @@ def _pkg() -> str:
 @pytest.fixture(autouse=True)
 def _plain_environment(monkeypatch):
     """These tests set the plugin environment variables themselves (CI runs with strict=1)."""
-    for var in ("DIFFUSEKIT_STRICT_PLUGINS", "DIFFUSEKIT_LOAD_PLUGINS", "DIFFUSEKIT_DISABLE_PLUGINS"):
+    for var in ("DIFFUSEKIT_STRICT_PLUGINS", "DIFFUSEKIT_LOAD_PLUGINS", "DIFFUSEKIT_DISABLE_PLUGINS",
+                "DIFFUSEKIT_ALLOW_OVERRIDES", "DIFFUSEKIT_PLUGIN_TIMEOUT"):
         monkeypatch.delenv(var, raising=False)
 
 
@@ -269,9 +270,10 @@ def test_same_plugin_registering_a_name_twice(isolated_registry):
     assert info.status == "error" and "registers sampler 'twice' twice" in info.error
 
 
-def test_builtins_load_first_and_override_is_explicit(plugin_dir):
+def test_builtins_load_first_and_override_is_explicit(plugin_dir, monkeypatch):
     """Built-ins (distribution 'diffusekit') load before third-party plugins; a third-party
-    plugin replaces a component only with override=True, and provenance says who won."""
+    plugin replaces a component only with override=True AND the user's consent
+    (DIFFUSEKIT_ALLOW_OVERRIDES), and provenance says who won."""
     third = _pkg()
     source = """
 from diffusekit import hookimpl
@@ -290,9 +292,16 @@ def register_processes(register):
     from importlib import metadata as md
 
     eps = entry_points_in(plugin_dir) + [ep for ep in md.entry_points(group="diffusekit") if ep.name == "sde"]
+    refused = PluginManager(entry_points=eps)  # no consent: the plugin is refused, the built-in stays
+    info = {i.name: i for i in refused.plugin_infos()}[third]
+    assert info.status == "error" and f"DIFFUSEKIT_ALLOW_OVERRIDES={third}" in info.error
+    assert "would replace process 'vp' of plugin 'sde'" in info.error
+    assert refused.registry.get("process", "vp").provenance.plugin == "sde"
+    monkeypatch.setenv("DIFFUSEKIT_ALLOW_OVERRIDES", third)
     manager = PluginManager(entry_points=eps)
     order = [i.name for i in manager.plugin_infos()]
     assert order == ["sde", third]
+    assert {i.name: i for i in manager.plugin_infos()}[third].overrides == [("process", "vp", "sde")]
     spec = manager.registry.get("process", "vp")
     assert spec.provenance.distribution == "aaa-early-name" and spec.obj.__name__ == "MyVP"
     assert manager.registry.get("process", "ve").provenance.plugin == "sde"

@@ -31,7 +31,7 @@ def test_resume_equals_uninterrupted(tmp_path, data):
     res_full = dk.train(full, data, out_dir=tmp_path / "full", **KW)
     part = _pipe(0)
     res_part = dk.train(part, data, out_dir=tmp_path / "part", stop_after=6, **KW)
-    assert res_part.steps == 6 and (tmp_path / "part" / "checkpoint" / "state.json").exists()
+    assert res_part.steps == 6 and (tmp_path / "part" / "checkpoint" / "step-00000006" / "state.json").exists()
     resumed = _pipe(123)  # different initial weights: everything must come from the checkpoint
     res = dk.train(resumed, data, out_dir=tmp_path / "part", resume=True, **KW)
     assert res.resumed_from == 6
@@ -43,11 +43,14 @@ def test_resume_equals_uninterrupted(tmp_path, data):
 def test_checkpoint_contents_and_saved_pipeline(tmp_path, data):
     pipe = _pipe(0)
     dk.train(pipe, data, out_dir=tmp_path, **KW)
-    meta = json.loads((tmp_path / "checkpoint" / "state.json").read_text())
+    from diffusekit.train import latest_checkpoint
+
+    ckpt = latest_checkpoint(tmp_path)
+    meta = json.loads((ckpt / "state.json").read_text())
     assert meta["step"] == 12 and len(meta["losses"]) == 12 and meta["pipeline"]["process"]["name"] == "vp"
     from safetensors.torch import load_file
 
-    rng = load_file(str(tmp_path / "checkpoint" / "rng_rank0.safetensors"))
+    rng = load_file(str(ckpt / "rng_rank0.safetensors"))
     assert {"rng.data", "rng.noise", "rng.torch"} <= set(rng)
     loaded = dk.Pipeline.load(tmp_path)  # the final (EMA) pipeline
     for k, v in pipe.network.state_dict().items():
@@ -101,7 +104,7 @@ def test_non_finite_loss_names_the_step(data):
 
 def test_bad_training_arguments(tmp_path, data):
     pipe = _pipe(0)
-    with pytest.raises(ConfigError, match="train.steps: steps must be >= 1"):
+    with pytest.raises(ConfigError, match="train.steps: steps must be an integer >= 1, got 0"):
         dk.train(pipe, data, steps=0)
     with pytest.raises(ConfigError, match="train.batch_size"):
         dk.train(pipe, data, steps=1, batch_size=0)
@@ -114,6 +117,14 @@ def test_bad_training_arguments(tmp_path, data):
         dk.train(pipe, torch.zeros(16, 5), steps=1)
     with pytest.raises(ConfigError, match="unknown dataset 'moonz'; did you mean 'moons'"):
         dk.train(pipe, "moonz", steps=1)
+    # values that used to be accepted silently (gradient ascent, an EMA that diverges, ...)
+    for kwargs, loc in [({"warmup": -5}, "train.warmup"), ({"ema": 1.5}, "train.ema"), ({"ema": 1.0}, "train.ema"),
+                        ({"checkpoint_every": -2}, "train.checkpoint_every"), ({"lr": -1e-3}, "train.lr"),
+                        ({"lr": float("nan")}, "train.lr"), ({"steps": True}, "train.steps"),
+                        ({"batch_size": 8.0}, "train.batch_size"), ({"grad_clip": 0}, "train.grad_clip"),
+                        ({"keep_checkpoints": 0}, "train.keep_checkpoints")]:
+        with pytest.raises(ConfigError, match=f"^{loc}: "):
+            dk.train(pipe, data, **{"steps": 1, **kwargs})
 
 
 def test_one_module_conditioner_gets_ema_and_global_rng_is_untouched():
