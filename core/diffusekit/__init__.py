@@ -76,6 +76,7 @@ _LAZY = {
     "PluginError": ("errors", "PluginError"),
     "ShapeError": ("errors", "ShapeError"),
     "IntegrityError": ("errors", "IntegrityError"),
+    "WriteError": ("errors", "WriteError"),
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -10,15 +10,34 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+import typing
+
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 from .errors import ConfigError
 
 
+def _accepts_bool(annotation: Any) -> bool:
+    if annotation is bool or annotation is Any:
+        return True
+    return any(_accepts_bool(a) for a in typing.get_args(annotation))
+
+
 class ComponentConfig(BaseModel):
-    """Base of every component config: unknown keys are errors, values are validated."""
+    """Base of every component config: unknown keys are errors, values are validated.
+
+    Numbers are not booleans: ``dim=True`` is refused (pydantic's lax mode would read it as 1)."""
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool) and info.field_name is not None:
+            field = cls.model_fields.get(info.field_name)
+            if field is not None and not _accepts_bool(field.annotation):
+                raise ValueError(f"expected {getattr(field.annotation, '__name__', field.annotation)}, not a boolean")
+        return value
 
 
 class EmptyConfig(ComponentConfig):

@@ -51,3 +51,8 @@ class ShapeError(DiffusekitError, ValueError):
 class IntegrityError(DiffusekitError, ValueError):
     """A file written by diffusekit does not match its manifest (missing, changed hash, wrong
     index range or format); the message names the file and how to regenerate it."""
+
+
+class WriteError(DiffusekitError, OSError):
+    """A file could not be written (full disk, quota, permissions); what was there before is
+    unchanged and no partial file is left."""

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from .errors import ConfigError
+from .errors import ConfigError, WriteError
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -86,7 +86,8 @@ def save_pipeline(pipe, directory) -> None:
     """
     from safetensors.torch import save_file
 
-    from .files import atomic_write_json, canonical_json, fsync_dir, fsync_file, sha256_file, sha256_text
+    from .files import (atomic_write_json, canonical_json, fsync_dir, fsync_file, remove_stale_temps, sha256_file,
+                        sha256_text)
 
     d = Path(directory)
     cfg = pipe.config
@@ -99,6 +100,7 @@ def save_pipeline(pipe, directory) -> None:
         raise ConfigError(f"{str(d)!r} is a file; Pipeline.save needs a directory", loc="directory")
     d.mkdir(parents=True, exist_ok=True)
     _recover(d)
+    remove_stale_temps(d / JOURNAL_FILE)  # a journal write that was itself interrupted
     weights_pending, config_pending = _pending(d, WEIGHTS_FILE), _pending(d, CONFIG_FILE)
     try:
         bound = canonical_json(_weights_config(cfg))
@@ -114,9 +116,12 @@ def save_pipeline(pipe, directory) -> None:
         fsync_file(config_pending)
         fsync_dir(d)
         atomic_write_json(d / JOURNAL_FILE, {CONFIG_FILE: config_pending.name, WEIGHTS_FILE: weights_pending.name})
-    except BaseException:
+    except BaseException as exc:
         weights_pending.unlink(missing_ok=True)
         config_pending.unlink(missing_ok=True)
+        if isinstance(exc, Exception) and not isinstance(exc, (ConfigError, WriteError)):
+            raise WriteError(f"could not save the pipeline to {d} ({exc}); the run there is unchanged. Free disk "
+                             "space or choose another directory") from exc
         raise
     _recover(d)
 

@@ -3,7 +3,7 @@
 A job whose output goes to a file or a pipe (``diffusekit train ... > log``, CI, a notebook's
 captured stdout) gets a line every ``interval`` seconds with the step, the loss, the rate and
 the time left; a short job prints nothing. ``DIFFUSEKIT_PROGRESS_INTERVAL`` sets the interval
-(seconds, default 30).
+(seconds, default 10).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 
 def _interval() -> float:
-    raw = os.environ.get("DIFFUSEKIT_PROGRESS_INTERVAL", "30")
+    raw = os.environ.get("DIFFUSEKIT_PROGRESS_INTERVAL", "10")
     try:
         value = float(raw)
     except ValueError:

@@ -16,7 +16,7 @@ from torch import nn
 
 from . import distributed
 from . import state as st
-from .errors import ConfigError, NonFiniteError
+from .errors import ConfigError, DiffusekitError, NonFiniteError, WriteError
 from .state import Example
 
 CHECKPOINT_DIR = "checkpoint"
@@ -233,9 +233,12 @@ def _save_checkpoint(root: Path, step: int, pipe, opt, ema: EMA | None, gens, lo
             fsync_dir(root)
             for stale in _checkpoints(root)[max(keep, 1):]:
                 shutil.rmtree(stale, ignore_errors=True)
-    except BaseException:
+    except BaseException as exc:
         if distributed.is_main():
             shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, Exception) and not isinstance(exc, DiffusekitError):
+            raise WriteError(f"could not write the checkpoint {final} ({exc}); the earlier checkpoints are "
+                             "unchanged. Free disk space, then resume") from exc
         raise
     distributed.barrier()
 
@@ -269,11 +272,12 @@ def _check_resume(path: Path, meta: dict, pipe, fingerprint: dict, steps: int) -
                           loc="resume")
     data = meta.get("data")
     if data is not None and data != fingerprint:
-        what = "rows" if data.get("rows") != fingerprint["rows"] else (
-            "shapes" if data.get("shapes") != fingerprint["shapes"] else "values")
+        key = "rows" if data.get("rows") != fingerprint["rows"] else (
+            "shapes" if data.get("shapes") != fingerprint["shapes"] else "sha256")
+        what = "values" if key == "sha256" else key
         raise ConfigError(f"cannot resume {path}: the training data differs from the checkpoint's ({what}: saved "
-                          f"{data.get(what)!r:.80}, now {fingerprint[what]!r:.80}); resume with the same data, or train "
-                          "into a new out_dir", loc="resume")
+                          f"{str(data.get(key))[:80]}, now {str(fingerprint[key])[:80]}); resume with the same data, "
+                          "or train into a new out_dir", loc="resume")
     return step
 
 
@@ -385,7 +389,7 @@ def train(pipe, data: Any, steps: int = 1000, batch_size: int = 256, lr: float =
     step-XXXXXXXX`` atomically and keeps the newest ``keep_checkpoints``; ``resume=True``
     continues exactly (same batches, noise and optimizer state) from the newest checkpoint that
     verifies, after checking that the pipeline config and the data are the ones it was written
-    with. ``progress``: a bar on a terminal, else a line every 30 s. ``stop_after`` ends the run
+    with. ``progress``: a bar on a terminal, else a line every 10 s. ``stop_after`` ends the run
     early after that many steps (used to test resumption).
     """
     _check_number("steps", steps, integer=True, low=1)

@@ -20,7 +20,7 @@ from typing import Any, Callable, ClassVar
 import torch
 
 from . import state as st
-from .errors import ConfigError
+from .errors import ConfigError, DiffusekitError, WriteError
 
 
 @dataclass
@@ -164,7 +164,12 @@ def write_samples(path: str | Path, samples: Any, context: WriteContext, loc: st
     claiming = [w for w in writers() if suffix in w.suffixes]
     for w in claiming:
         if w.accepts(samples, context):
-            return atomic_write(path, lambda tmp: w.write(tmp, samples, context))
+            try:
+                return atomic_write(path, lambda tmp: w.write(tmp, samples, context))
+            except DiffusekitError:
+                raise
+            except Exception as exc:  # a full disk, a library's own I/O error type
+                raise WriteError(f"could not write {path} ({exc}); nothing was written there") from exc
     shape = st.shape_of(samples) if st.is_state(samples) else type(samples).__name__
     raise ConfigError(
         f"no {suffix} writer takes samples of shape {shape}; {suffix} writers: "
