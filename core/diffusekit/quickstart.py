@@ -20,19 +20,22 @@ def run(out: str = "runs/quickstart", dataset: str = "gmm", steps: int = 3000, n
 
     if threads:
         torch.set_num_threads(threads)
+    t_start = time.perf_counter()
     torch.manual_seed(seed)
     out_dir = Path(out)
     data = dk.create("dataset", dataset, n=50_000, split="train", seed=seed)
     test = dk.create("dataset", dataset, n=n, split="test", seed=seed)
     # v-prediction and sinusoidal input features: without the features the MLP's spectral bias
     # smears the 8 modes into a ring within this budget (MMD^2 0.06 vs 0.003 at 1500 steps).
+    # Width 64 (not 128): half the CPU time and no worse (MMD^2 0.0037 vs 0.0045 at 3000 steps).
     pipe = dk.Pipeline.from_config({
         "process": {"name": "vp"},
         "parameterization": "v",
-        "network": {"name": "mlp", "dim": 2, "hidden": 128, "depth": 3, "input_features": 32,
+        "network": {"name": "mlp", "dim": 2, "hidden": 64, "depth": 3, "input_features": 32,
                     "input_scale": 10.0},
     })
-    print(f"[quickstart] training VP + v-MLP on '{dataset}' for {steps} steps ...", flush=True)
+    print(f"[quickstart] training VP + v-MLP on '{dataset}' for {steps} steps ({torch.get_num_threads()} thread(s)) ...",
+          flush=True)
     cpu0 = time.process_time()
     res = dk.train(pipe, data, steps=steps, batch_size=512, lr=3e-3, warmup=100, ema=0.995,
                    seed=seed, progress=True)
@@ -65,4 +68,6 @@ def run(out: str = "runs/quickstart", dataset: str = "gmm", steps: int = 3000, n
             print(f"[quickstart] onnxruntime sampling: max |ort - torch| = {diff:.2e}, "
                   f"MMD^2 {mmd(x_ort, test):.5f}")
             result["onnx_max_diff"] = diff
+    result["seconds"] = time.perf_counter() - t_start
+    print(f"[quickstart] done in {result['seconds']:.0f} s", flush=True)
     return result
