@@ -77,7 +77,11 @@ class OnnxExporter(Exporter):
         if not path.exists():
             raise ConfigError(f"{path} not found; export first: dk.export(pipe, 'onnx', '{path}') or "
                               f"`diffusekit export {directory} --format onnx`", loc="backend")
-        meta = metadata.read(path)
+        try:
+            meta = metadata.read(path)
+        except Exception as exc:  # onnx / protobuf raise their own types for damaged files
+            raise ConfigError(f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc}); export it again: "
+                              f"`diffusekit export {directory} --format onnx`", loc="backend") from None
         if meta.get("mode") != "denoiser":
             raise ConfigError(f"{path} is a {meta.get('mode')!r} graph; the onnxruntime backend needs a denoiser "
                               "export (mode='denoiser')", loc="backend")

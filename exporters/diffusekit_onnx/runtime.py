@@ -56,6 +56,11 @@ def make_session(path, device: Any = None, providers: Sequence[str] | None = Non
         ort.set_default_logger_severity(4)
     try:
         sess = ort.InferenceSession(str(path), sess_options=so, providers=req)
+    except Exception as exc:  # onnxruntime's own error types (InvalidProtobuf, Fail, ...)
+        from diffusekit.errors import ConfigError
+
+        raise ConfigError(f"{path}: onnxruntime cannot open it ({type(exc).__name__}: {exc}); export it again",
+                          loc="backend") from None
     finally:
         if gpu_asked:
             ort.set_default_logger_severity(2)

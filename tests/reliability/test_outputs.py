@@ -191,3 +191,15 @@ def test_enhance_refuses_options_that_would_hang_or_fail(speech_run, tmp_path, c
     assert main(["enhance", str(tmp_path / "a.wav"), "--run", str(speech_run), "--out", str(tmp_path / "o.wav"),
                  *args]) == 2
     assert match in _err_line(capsys)
+
+
+def test_damaged_onnx_file_is_a_one_line_error(run, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    assert main(["export", str(run), "--format", "onnx"]) == 0
+    data = (run / "model.onnx").read_bytes()
+    (run / "model.onnx").write_bytes(data[: len(data) // 3])
+    capsys.readouterr()
+    assert main(["sample", str(run), "--n", "4", "--backend", "onnxruntime", "--out", str(tmp_path / "x.npy"),
+                 "--quiet"]) == 2
+    line = _err_line(capsys)
+    assert "model.onnx" in line and "export it again" in line
