@@ -203,3 +203,22 @@ def test_damaged_onnx_file_is_a_one_line_error(run, tmp_path, capsys):
                  "--quiet"]) == 2
     line = _err_line(capsys)
     assert "model.onnx" in line and "export it again" in line
+
+
+def test_every_cli_option_has_a_help_string():
+    import argparse
+
+    import diffusekit.cli as cli
+
+    parser = cli.build_parser()
+    cli._add_plugin_commands(parser, ["--help"])
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    missing = []
+    for name, p in [("diffusekit", parser), *sub.choices.items()]:
+        for action in p._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+                continue
+            if not action.help:
+                missing.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
+    assert not missing, missing
+    assert {"enhance", "register"} <= set(sub.choices)  # plugin commands are part of --help
