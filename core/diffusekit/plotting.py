@@ -18,17 +18,7 @@ def _pyplot():
 
 def plot_samples(data: torch.Tensor, samples: torch.Tensor, path, title: str = "") -> None:
     """Side-by-side scatter of 2-D reference data and samples."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(8, 4), sharex=True, sharey=True)
-    for ax, pts, name in zip(axes, (data, samples), ("data (held out)", "samples")):
-        ax.scatter(pts[:, 0].numpy(), pts[:, 1].numpy(), s=2, alpha=0.5)
-        ax.set_title(name)
-        ax.set_aspect("equal")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    plot_points({"data (held out)": data, "samples": samples}, path, title)
 
 
 def plot_points(panels: dict, path, title: str = "") -> None:

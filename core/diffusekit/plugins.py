@@ -91,15 +91,9 @@ def _env_list(var: str) -> set[str] | None:
 
 
 def _timeout() -> float:
-    raw = os.environ.get("DIFFUSEKIT_PLUGIN_TIMEOUT", "60")
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise ConfigError(f"DIFFUSEKIT_PLUGIN_TIMEOUT={raw!r} must be a positive number of seconds",
-                          loc="DIFFUSEKIT_PLUGIN_TIMEOUT")
-    return value
+    from .settings import env_seconds
+
+    return env_seconds("DIFFUSEKIT_PLUGIN_TIMEOUT", 60.0)
 
 
 def _override_allowed(info: "PluginInfo") -> bool:

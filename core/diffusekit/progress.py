@@ -8,24 +8,15 @@ the time left; a short job prints nothing. ``DIFFUSEKIT_PROGRESS_INTERVAL`` sets
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from typing import Any
 
 
 def _interval() -> float:
-    raw = os.environ.get("DIFFUSEKIT_PROGRESS_INTERVAL", "10")
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        from .errors import ConfigError
+    from .settings import env_seconds
 
-        raise ConfigError(f"DIFFUSEKIT_PROGRESS_INTERVAL={raw!r} must be a positive number of seconds",
-                          loc="DIFFUSEKIT_PROGRESS_INTERVAL")
-    return value
+    return env_seconds("DIFFUSEKIT_PROGRESS_INTERVAL", 10.0)
 
 
 def _fmt_seconds(s: float) -> str:

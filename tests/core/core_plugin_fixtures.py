@@ -32,6 +32,21 @@ def register_samplers(register):
         register(name, {cls})
 '''
 
+#: a plugin replacing the score-SDE plugin's ``vp`` process (override=True)
+OVERRIDE_VP_PLUGIN = '''
+from diffusekit import hookimpl
+from diffusekit_sde.processes import VP
+
+
+class MyVP(VP):
+    """A replacement VP."""
+
+
+@hookimpl
+def register_processes(register):
+    register("vp", MyVP, override=True)
+'''
+
 BROKEN_PLUGIN = '''
 import diffusekit_this_module_does_not_exist  # noqa: F401  (the import fails)
 '''

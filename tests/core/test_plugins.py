@@ -15,7 +15,7 @@ from diffusekit.hookspecs import hookimpl
 from diffusekit.plugins import API_VERSION, PluginManager
 from diffusekit.sampler import Sampler
 
-from core_plugin_fixtures import BROKEN_PLUGIN, entry_points_in, good_source, make_dist
+from core_plugin_fixtures import BROKEN_PLUGIN, OVERRIDE_VP_PLUGIN, entry_points_in, good_source, make_dist
 
 
 def _pkg() -> str:
@@ -275,20 +275,7 @@ def test_builtins_load_first_and_override_is_explicit(plugin_dir, monkeypatch):
     plugin replaces a component only with override=True AND the user's consent
     (DIFFUSEKIT_ALLOW_OVERRIDES), and provenance says who won."""
     third = _pkg()
-    source = """
-from diffusekit import hookimpl
-from diffusekit_sde.processes import VP
-
-
-class MyVP(VP):
-    \"\"\"A replacement VP.\"\"\"
-
-
-@hookimpl
-def register_processes(register):
-    register("vp", MyVP, override=True)
-"""
-    make_dist(plugin_dir, "aaa-early-name", third, source)  # sorts before "diffusekit" by name
+    make_dist(plugin_dir, "aaa-early-name", third, OVERRIDE_VP_PLUGIN)  # sorts before "diffusekit" by name
     from importlib import metadata as md
 
     eps = entry_points_in(plugin_dir) + [ep for ep in md.entry_points(group="diffusekit") if ep.name == "sde"]

@@ -14,7 +14,7 @@ import time
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "core"))
-from core_plugin_fixtures import good_source, make_dist  # noqa: E402
+from core_plugin_fixtures import OVERRIDE_VP_PLUGIN, good_source, make_dist  # noqa: E402
 
 
 def _cli(tmp_path, *args, timeout=120, **env):
@@ -106,20 +106,7 @@ def test_entry_point_collision_under_strict_mode_can_be_disabled(tmp_path):
 
 @pytest.mark.slow
 def test_override_of_a_builtin_needs_consent_and_is_shown(tmp_path):
-    source = """
-from diffusekit import hookimpl
-from diffusekit_sde.processes import VP
-
-
-class MyVP(VP):
-    \"\"\"A replacement VP.\"\"\"
-
-
-@hookimpl
-def register_processes(register):
-    register("vp", MyVP, override=True)
-"""
-    make_dist(tmp_path, "dk-overrider", "dk_overrider", source)
+    make_dist(tmp_path, "dk-overrider", "dk_overrider", OVERRIDE_VP_PLUGIN)
     strict = _cli(tmp_path, "info", "vp", DIFFUSEKIT_STRICT_PLUGINS="1")
     assert strict.returncode == 2 and "DIFFUSEKIT_ALLOW_OVERRIDES=dk_overrider" in strict.stderr
     plain = _cli(tmp_path, "plugins")
