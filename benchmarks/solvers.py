@@ -15,7 +15,7 @@ from the same initial noise x_T ~ N(0, I):
    1 thread, 50 steps, best of 7 runs; total sampling time / NFE (diffusekit: ``sampler.sample``
    with the pipeline's Denoiser, so Prediction conversion and the finite-state check count).
 
-Run: ``python benchmarks/solvers.py [--n 2000] [--quick] [--skip mmd,rms,overhead]`` (needs ``pip install diffusekit[bench]``
+Run: ``python benchmarks/solvers.py [--n 2000] [--quick] [--nfes 5,10] [--skip mmd,rms,overhead]`` (needs ``pip install diffusekit[bench]``
 for the peers; they are skipped when absent). Prints markdown tables.
 """
 
@@ -45,7 +45,9 @@ OURS = {
     "ddim": ("ddim", {}, lambda n: n),
     "dpm-solver-2": ("dpm-solver", {"order": 2}, lambda n: n),
     "dpm-solver-3": ("dpm-solver", {"order": 3}, lambda n: n),
-    "dpm-solver++ 2M": ("dpm-solver++", {"variant": "2M"}, lambda n: n),
+    "dpm-solver++ (default: 2M, quadratic grid below 15 steps)": ("dpm-solver++", {}, lambda n: n),
+    "dpm-solver++ 2M log-SNR (before)": ("dpm-solver++", {"variant": "2M", "schedule": "logsnr"}, lambda n: n),
+    "dpm-solver++ 3M log-SNR (old default)": ("dpm-solver++", {"variant": "3M", "schedule": "logsnr"}, lambda n: n),
     "dpm-solver++ 3M": ("dpm-solver++", {"variant": "3M"}, lambda n: n),
     "dpm-solver++ 2S": ("dpm-solver++", {"variant": "2S"}, lambda n: n),
     "dpm-solver++ 2M-SDE": ("dpm-solver++", {"variant": "2M-SDE"}, lambda n: n),
@@ -166,6 +168,25 @@ def overhead_table(have_kd, have_df, steps=50, repeats=7):
             return den.nfe
 
         out[f"diffusekit {label}"] = timeit(run, run())
+    # the bare tensor arithmetic of one DPM-Solver++(2M) step in the same x0 form as the rows
+    # above: x' = w x + d0 x0 + d1 x0_prev and one finite probe, with and without the network call
+    net = Zero()
+    t_vec = torch.full((x_T.shape[0],), 0.5)
+
+    def bare(with_net=True):
+        x, prev = x_T, torch.zeros_like(x_T)
+        x0 = torch.zeros_like(x_T)
+        for _ in range(steps):
+            if with_net:
+                x0 = net(x, t_vec)
+            x = x * 0.9
+            x.add_(x0, alpha=0.2).add_(prev, alpha=-0.1)
+            prev = x0
+            x.sum()
+        return x
+
+    out["bare 2M step: free network + update + finite probe"] = timeit(bare, steps)
+    out["bare 2M step: update + finite probe only"] = timeit(lambda: bare(False), steps)
     zero_fn = lambda x, s: torch.zeros_like(x)  # noqa: E731
     if have_kd:
         ks = kdiffusion_sampling()
@@ -195,9 +216,12 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=2000, help="samples per MMD estimate (MMD costs O(n^2))")
     ap.add_argument("--quick", action="store_true", help="NFE 10 only, n = 1000")
     ap.add_argument("--skip", default="", help="comma list of sections to skip: mmd,rms,overhead")
+    ap.add_argument("--nfes", default="", help="comma list of NFE budgets (default 5,10,20,50)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     nfes = (10,) if args.quick else NFES
+    if args.nfes:
+        nfes = tuple(int(v) for v in args.nfes.split(","))
     n = 1000 if args.quick else args.n
     have_kd = kdiffusion_sampling() is not None
     have_df = diffusers_scheduler("DDIM") is not None

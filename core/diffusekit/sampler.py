@@ -8,9 +8,9 @@ mid-sampling is reported with its step index without slowing every step down.
 
 from __future__ import annotations
 
-from abc import abstractmethod
-from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from abc import ABCMeta, abstractmethod
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Callable, ClassVar, Optional, Union
 
 import torch
 from pydantic import Field
@@ -23,7 +23,7 @@ from .state import device_of, finite_probe, real_dtype
 Callback = Callable[[dict[str, Any]], None]
 
 
-class TimeGrid(Component):
+class TimeGrid(Component, metaclass=ABCMeta):
     """A decreasing grid of ``steps + 1`` times from the process's t_max to its end time."""
 
     requires: tuple[type, ...] = ()
@@ -37,11 +37,13 @@ class SamplerConfig(ComponentConfig):
     steps: int = Field(20, ge=1, le=100_000, description="number of solver steps")
 
 
-class Sampler(Component):
+class Sampler(Component, metaclass=ABCMeta):
     """Draws a state from the data distribution starting at the prior sample ``x``.
 
     Contract read by the fit check (:mod:`diffusekit.fit`), the pipeline and the exporters;
-    every attribute has its default here.
+    every attribute has its default here. Abstract methods are enforced: a subclass that does not
+    implement ``sample`` (or, for a :class:`StepSampler`, ``build_plan`` and ``step``) cannot be
+    constructed (``TypeError`` naming the missing methods).
     """
 
     Config = SamplerConfig
@@ -55,8 +57,9 @@ class Sampler(Component):
     supports_product: bool = False
     #: the sampler injects fresh noise (needs a generator for reproducibility)
     stochastic: bool = False
-    #: the update reads a prediction's x0 and eps separately (x_s = a_s x0 + c_s eps), so
-    #: guidance that renoises with another eps than the one consistent with x_t (CFG++) works
+    #: the update re-noises with the prediction's own (x0, eps) when the prediction says it
+    #: carries a re-noising estimate (``Prediction.renoises``, e.g. CFG++: guided x0, unconditional
+    #: eps), instead of the state x_t; guidance of that kind needs it
     renoise_eps: bool = False
     #: the sampler may serve a step from an earlier step's prediction instead of calling the
     #: denoiser (e.g. the masked ``ancestral`` sampler with ``cache=True``); guidance that
@@ -71,10 +74,10 @@ class Sampler(Component):
 
     def renoise_ratio(self, process: ForwardProcess) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
         """For ``renoise_eps`` samplers on an AdditiveGaussian process: ``(grid, r)`` with the
-        time grid (steps + 1,) and, for each step t_i -> t_{i+1} of x_s = a_s x0 + k eps (+ noise),
-        r_i = (k_i / a_{i+1}) / (c_i / a_i) (steps,). A CFG++ step with lambda then equals a CFG
-        step with w = lambda / (1 - r_i) (CFG++ ``equivalent_w`` reads it). Default: None (the
-        sampler does not report it)."""
+        time grid (steps + 1,) and per step r_i such that a CFG++ step with lambda_i = w (1 - r_i)
+        puts the weight of a CFG step at w on the guidance direction (for DDIM,
+        x_s = a_s x0 + k eps: r_i = (k_i / a_{i+1}) / (c_i / a_i), exact). CFG++ ``equivalent_w``
+        reads it. Default: None (the sampler does not report it)."""
         return None
 
     def couples_batch(self) -> bool:
@@ -102,17 +105,69 @@ class Sampler(Component):
         """Integrate from the prior state ``x`` to data."""
 
 
+Scalar = Union[float, torch.Tensor]
+_NUMERIC: dict[type, tuple[str, ...]] = {}
+
+
+@dataclass(frozen=True)
+class Coefficients:
+    """Typed coefficients of one step of a tabulated :class:`StepSampler` (a frozen dataclass per
+    solver; every field is a float).
+
+    The same step function runs on three kinds of rows: host floats (the Python loop; the fields
+    named in ``TIMES`` are then 0-d tensors on the state's device), 0-d tensor slices of the
+    stacked table (the body of an ONNX ``Scan``), or one row per step (an unrolled graph). Fields
+    named in ``STATIC`` fix the step's structure (e.g. whether Heun takes its second evaluation);
+    they stay Python values, and consecutive rows with equal static values form one ``Scan``.
+    """
+
+    TIMES: ClassVar[tuple[str, ...]] = ()
+    STATIC: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def numeric(cls) -> tuple[str, ...]:
+        """Names of the fields stored in the table (all but the static ones), in order."""
+        names = _NUMERIC.get(cls)
+        if names is None:  # computed once per class (outside any traced graph)
+            names = _NUMERIC[cls] = tuple(f.name for f in fields(cls) if f.name not in cls.STATIC)
+        return names
+
+    def static_key(self) -> tuple:
+        return tuple(getattr(self, k) for k in self.STATIC)
+
+    @classmethod
+    def table(cls, rows) -> torch.Tensor:
+        """float64 tensor (len(rows), K) of the numeric fields."""
+        names = cls.numeric()
+        return torch.tensor([[float(getattr(r, k)) for k in names] for r in rows], dtype=torch.float64)
+
+    @classmethod
+    def from_row(cls, row: torch.Tensor, static: tuple = ()) -> "Coefficients":
+        """Coefficients whose numeric fields are the 0-d slices of ``row`` (a Scan body's row)."""
+        vals = {k: row[j] for j, k in enumerate(cls.numeric())}
+        vals.update(zip(cls.STATIC, static))
+        return cls(**vals)
+
+    def on(self, device, dtype) -> "Coefficients":
+        """This row for the Python loop: its ``TIMES`` fields as 0-d tensors on the state's device."""
+        return replace(self, **{k: torch.tensor(float(getattr(self, k)), device=device, dtype=dtype)
+                                for k in self.TIMES})
+
+
 @dataclass(frozen=True)
 class Plan:
     """Immutable per-step coefficients. ``t`` holds the step times (steps + 1,).
 
-    For a :class:`~diffusekit.process.Product` process ``parts`` holds one plan per key
-    (built from that key's component process on the shared time grid) and ``coef`` is empty.
+    ``coef`` holds named per-step coefficient vectors; tabulated samplers hold one typed
+    :class:`Coefficients` row per step in ``rows`` instead. For a
+    :class:`~diffusekit.process.Product` process ``parts`` holds one plan per key (built from that
+    key's component process on the shared time grid) and ``coef`` is empty.
     """
 
     t: torch.Tensor
     coef: dict[str, torch.Tensor] = field(default_factory=dict)
     parts: dict[str, "Plan"] = field(default_factory=dict)
+    rows: tuple = ()
 
     @property
     def num_steps(self) -> int:
@@ -121,7 +176,8 @@ class Plan:
     def to(self, device, dtype) -> "Plan":
         return Plan(self.t.to(device=device, dtype=dtype),
                     {k: v.to(device=device, dtype=dtype) for k, v in self.coef.items()},
-                    {k: p.to(device, dtype) for k, p in self.parts.items()})
+                    {k: p.to(device, dtype) for k, p in self.parts.items()},
+                    tuple(r.on(device, dtype) for r in self.rows))
 
 
 def per_component(process, fn: Callable[..., Any], x: Any, *states: Any, plan: Optional[Plan] = None) -> Any:
@@ -153,7 +209,8 @@ class FiniteTracker:
     def update(self, x: Any, i: int) -> None:
         # One reduction per step: NaN / Inf propagate through the sum, so it is finite iff the
         # state is (half precision and integer states are summed in float32); checked in check().
-        self.probes.append(finite_probe(x))
+        fast = torch.is_tensor(x) and x.dtype in (torch.float32, torch.float64)
+        self.probes.append(x.sum() if fast else finite_probe(x))
         self.steps.append(i)
 
     @property
@@ -178,7 +235,11 @@ class FiniteTracker:
 
 
 class StepSampler(Sampler):
-    """A fixed-step sampler over a precomputed plan."""
+    """A fixed-step sampler over a precomputed plan.
+
+    ``sample`` = ``plan`` -> ``prepare`` (map the prior sample to the plan's first time) ->
+    ``init_carry`` -> ``step`` per step -> ``finalize``. Exporters run the same hooks.
+    """
 
     def plan(self, process: ForwardProcess, x: Any) -> Plan:
         """Build (and cache) the plan for this process and state's device/dtype.
@@ -209,8 +270,14 @@ class StepSampler(Sampler):
     def build_plan(self, process: ForwardProcess) -> Plan:
         """Coefficients in float64 on the CPU; moved to the state's device once."""
 
-    def init_carry(self, plan: Plan, x: Any) -> Any:
-        """Solver memory (e.g. previous predictions for multistep methods)."""
+    def prepare(self, x: Any, plan: Plan, process: ForwardProcess, denoiser, cond: Any) -> Any:
+        """Map the prior sample (at the process's t_max) to the plan's first time ``plan.t[0]``
+        (e.g. analytical teleportation); default: unchanged."""
+        return x
+
+    def init_carry(self, plan: Plan, x: Any, process: ForwardProcess, cond: Any) -> Any:
+        """Solver memory (e.g. the condition endpoint and previous predictions of multistep
+        methods): a tuple of tensors (or None entries) for tabulated samplers, anything otherwise."""
         return None
 
     @abstractmethod
@@ -222,7 +289,8 @@ class StepSampler(Sampler):
 
     def sample(self, denoiser, process, x, cond=None, generator=None, callback=None):
         plan = self.plan(process, x)
-        carry = self.init_carry(plan, x)
+        x = self.prepare(x, plan, process, denoiser, cond)
+        carry = self.init_carry(plan, x, process, cond)
         tracker = FiniteTracker(device_of(x))
         for i in range(plan.num_steps):
             x, carry, pred = self.step(x, i, plan, denoiser, cond, generator, carry)
@@ -235,3 +303,30 @@ class StepSampler(Sampler):
         tracker.update(x, plan.num_steps - 1)
         tracker.check(type(self).__name__)
         return x
+
+
+Model = Callable[[Any, torch.Tensor], Any]
+"""``model(x, t) -> Prediction`` with ``t`` a 0-d time (a plan row's time field)."""
+
+
+class TabulatedSampler(StepSampler):
+    """A :class:`StepSampler` whose step is ``step_row`` over one typed :class:`Coefficients` row
+    (``plan.rows[i]``) and whose carry is a tuple of tensors (or None entries).
+
+    The same ``step_row`` runs in the Python loop (host-float rows), as the body of an ONNX
+    ``Scan`` over ``Coefficients.table(plan.rows)`` and in an unrolled graph; the exporters read
+    only these declared hooks. Deterministic configurations are exportable.
+    """
+
+    @abstractmethod
+    def step_row(self, x: Any, row: Coefficients, model: Model, generator, carry: tuple) -> tuple[Any, tuple, Any]:
+        """One step with the coefficients ``row``: returns (x_next, carry, prediction)."""
+
+    @abstractmethod
+    def coefficients_type(self) -> type[Coefficients]:
+        """The :class:`Coefficients` dataclass of this sampler's rows (the exporter rebuilds Scan
+        rows with it)."""
+
+    def step(self, x, i, plan, denoiser, cond, generator, carry):
+        n = x.shape[0]
+        return self.step_row(x, plan.rows[i], lambda xx, t: denoiser(xx, t.expand(n), cond), generator, carry)

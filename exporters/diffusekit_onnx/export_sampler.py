@@ -1,5 +1,10 @@
 """``mode="sampler"``: the whole fixed-step deterministic sampler as one ONNX graph
-``(x_init[, cond]) -> sample``, verified against PyTorch and against the Python sampler."""
+``(x_init[, cond]) -> sample``, verified against PyTorch and against the Python sampler.
+
+The exported sampler is the pipeline's own, or the registered sampler named by ``method=``
+(with ``steps=`` / ``schedule=`` overrides); its step maths come from the sampler itself
+(:class:`~diffusekit.sampler.TabulatedSampler` rows in a ``Scan``, see :mod:`.sampler_graph`).
+"""
 
 from __future__ import annotations
 
@@ -11,98 +16,52 @@ import torch
 
 from diffusekit.api import create, spec_of
 from diffusekit.errors import CompatibilityError, ConfigError
-from diffusekit.sampler import StepSampler
 
-from . import metadata, solvers
+from . import metadata
 from .examples import pipeline_example
 from .export_denoiser import build_graph
 from .options import ExportOptions
 from .report import ExportReport
-from .sampler_graph import SamplerGraph, UnrolledSampler
+from .sampler_graph import SamplerGraph
 from .trace import OnnxExportError, export_module
 from .verify import OnnxVerificationError, assert_batch_symbolic, check_graph, compare
 
 
-def _plain_solver(cfg) -> bool:
-    """A diffusekit_solvers config without teleporting or dynamic thresholding."""
-    from diffusekit_solvers.base import SolverConfig
-    from diffusekit_solvers.thresholding import ThresholdingConfig
-
-    if not isinstance(cfg, SolverConfig) or cfg.teleport:
-        return False
-    return not (isinstance(cfg, ThresholdingConfig) and cfg.thresholding)
-
-
-def kernel_of(sampler) -> tuple[str | None, dict[str, Any]]:
-    """The Scan kernel matching a pipeline sampler (and the settings it implies), or None.
-
-    ``ode`` (fixed-step euler / heun), ``ddim`` with eta = 0 and ``dpm-solver++`` variant 2M
-    (no teleport, no thresholding) have kernels; other deterministic step samplers are
-    exported by unrolling their own ``step``. Solver settings are read from the typed config
-    class of the registered sampler (checked with ``isinstance``).
-    """
-    spec = spec_of(sampler, "sampler") or {}
-    name = spec.get("name")
-    cfg = sampler.config
-    if name == "ode":
-        from diffusekit_sde.ode import ODEConfig
-
-        if isinstance(cfg, ODEConfig) and cfg.method in ("euler", "heun"):
-            return cfg.method, {"denoise_final": bool(cfg.denoise_final)}
-    elif name == "ddim":
-        from diffusekit_solvers.exponential import DDIMConfig
-
-        if isinstance(cfg, DDIMConfig) and float(cfg.eta) == 0.0 and _plain_solver(cfg):
-            return "ddim", {}
-    elif name == "dpm-solver++":
-        from diffusekit_solvers.exponential import DPMSolverPPConfig
-
-        if isinstance(cfg, DPMSolverPPConfig) and cfg.variant == "2M" and _plain_solver(cfg):
-            return "dpm-solver++", {"lower_order_final": bool(cfg.lower_order_final)}
-    return None, {}
-
-
-def sampler_times(pipe, sampler, method: str, opts: ExportOptions) -> torch.Tensor:
-    """The grid: the pipeline sampler's own plan / grid when it is the exported one."""
-    steps = opts.steps
-    if sampler is not None and opts.schedule is None and (steps is None or steps == sampler.steps):
-        if isinstance(sampler, StepSampler):
-            return sampler.build_plan(pipe.process).t.to(torch.float64)
-        from diffusekit_sde.ode import ODEConfig
-
-        if isinstance(sampler.config, ODEConfig):  # the ode sampler's fixed-step grid
-            grid = create("schedule", sampler.config.schedule, loc="sampler.schedule")
-            return grid.times(pipe.process, sampler.config.steps).to(torch.float64)
-    steps = steps or pipe.sampler.steps or 10
-    grid = create("schedule", opts.schedule or "uniform", loc="export.schedule")
-    return grid.times(pipe.process, steps).to(torch.float64)
+def exported_sampler(pipe, opts: ExportOptions):
+    """The sampler to export: the pipeline's, or ``method`` / ``steps`` / ``schedule`` applied to
+    its registered spec (validated by the registry like any sampler config)."""
+    sampler = pipe.sampler
+    if opts.method is None and opts.steps is None and opts.schedule is None:
+        return sampler
+    spec = dict(spec_of(sampler, "sampler") or {}) if opts.method is None else {"name": opts.method}
+    if not spec:
+        raise CompatibilityError(f"the pipeline's sampler {type(sampler).__name__} is not registered; pass "
+                                 "method= (a registered sampler name) to choose the exported sampler")
+    if opts.steps is not None:
+        spec["steps"] = opts.steps
+    elif opts.method is not None and sampler.steps is not None:
+        spec["steps"] = sampler.steps
+    if opts.schedule is not None:
+        spec["schedule"] = opts.schedule
+    return create("sampler", spec, loc="export.method")
 
 
 def build_sampler_graph(pipe, opts: ExportOptions, example_x: torch.Tensor, cond: Any = None):
-    """(module, method, python_sampler_or_None, loop) for the requested export."""
+    """(module, sampler name, python sampler, loop) for the requested export."""
     den = build_graph(pipe, opts)
-    sampler = pipe.sampler
-    inferred, settings = kernel_of(sampler)
-    method = opts.method or inferred
-    matches = method is not None and method == inferred
-    if sampler.stochastic and matches:
+    sampler = exported_sampler(pipe, opts)
+    if sampler.stochastic:
         raise CompatibilityError(f"sampler {type(sampler).__name__} is stochastic; ONNX sampler graphs are "
-                                 "deterministic (use ddim eta=0, dpm-solver++, or the ode sampler)")
-    if method is None:
-        if not isinstance(sampler, StepSampler) or sampler.stochastic:
-            raise CompatibilityError(
-                f"no ONNX sampler graph for {type(sampler).__name__}: pass method= one of {list(solvers.METHODS)} "
-                "or use a deterministic fixed-step sampler (ode with method euler/heun, ddim, dpm-solver++)")
-        if opts.loop == "scan":
-            raise CompatibilityError(f"{type(sampler).__name__} has no Scan kernel; use loop='unroll' or 'auto', "
-                                     f"or method= one of {list(solvers.METHODS)}")
-        return UnrolledSampler(den, sampler, example_x, cond).eval(), spec_of(sampler, "sampler")["name"], sampler, "unroll"
-    times = sampler_times(pipe, sampler if matches else None, method, opts)
+                                 "deterministic (use e.g. ddim eta=0, dpm-solver++ 2M / 3M, deis, unipc, heun)")
     loop = "unroll" if opts.loop == "unroll" else "scan"
-    graph = SamplerGraph(den, method, times, loop=loop,
-                         lower_order_final=settings.get("lower_order_final", True),
-                         denoise_final=settings.get("denoise_final", False) if matches else False).eval()
-    return graph, method, (sampler if matches else None), loop
+    module = SamplerGraph(den, sampler, example_x, loop=loop, buffers=pipe.buffers).eval()
+    if loop == "scan" and not module.scan_runs:
+        if opts.loop == "scan":
+            raise CompatibilityError(f"{type(sampler).__name__} has no Scan form (not a TabulatedSampler, or one "
+                                     "step per structure); use loop='unroll' or 'auto'")
+        module.loop = loop = "unroll"
+    name = (spec_of(sampler, "sampler") or {}).get("name", type(sampler).__name__)
+    return module, name, sampler, loop
 
 
 def export_sampler(pipe, path, opts: ExportOptions, example: Sequence[Any] | None = None) -> ExportReport:
@@ -135,6 +94,7 @@ def export_sampler(pipe, path, opts: ExportOptions, example: Sequence[Any] | Non
     metadata.write(path, {
         "mode": "sampler", "versions": metadata.versions(), "opset": opts.opset, "pipeline": pipe.config,
         "inputs": names, "outputs": ["sample"], "method": method, "loop": loop, "steps": module.steps,
+        "sampler": spec_of(py_sampler, "sampler"),
         "fp16": opts.fp16, "weights_sha256": metadata.weights_hash(pipe),
         "example_shapes": {n: list(v.shape) for n, v in zip(names, inputs)},
     })
@@ -165,7 +125,7 @@ def export_sampler(pipe, path, opts: ExportOptions, example: Sequence[Any] | Non
                            ["sample"])
             abs_err, rel_err = max(abs_err, a), max(rel_err, r)
             shapes.append(list(xb.shape))
-            if py_sampler is not None and opts.verify_python:
+            if opts.verify_python:
                 py = pipe.sample(b, cond=cb, x_init=xb, sampler=py_sampler)
                 a, _ = compare([got.numpy()], [py], atol, rtol, f"{path.name} (graph vs Python sampler "
                                f"{type(py_sampler).__name__}) at batch {b}", ["sample"])
@@ -174,6 +134,7 @@ def export_sampler(pipe, path, opts: ExportOptions, example: Sequence[Any] | Non
     return ExportReport.from_model(
         path, model, opts, mode="sampler", max_abs_err=abs_err, max_rel_err=rel_err, atol=atol, rtol=rtol,
         providers=providers, export_seconds=export_s, verify_seconds=verify_s, shapes=shapes, inputs=names, outputs=["sample"], loop=loop,
-        extra={"method": method, "steps": module.steps, "nfe": module.nfe if isinstance(module, SamplerGraph) else None,
-               "python_sampler": None if py_sampler is None else spec_of(py_sampler, "sampler"),
-               "python_sampler_max_abs_err": py_err, "scan_nodes": n_scan, "scan_error": scan_error, "graph_nodes": len(model.graph.node)})
+        extra={"method": method, "steps": module.steps, "nfe": module.nfe,
+               "python_sampler": spec_of(py_sampler, "sampler"),
+               "python_sampler_max_abs_err": py_err, "scan_nodes": n_scan, "scan_error": scan_error,
+               "graph_nodes": len(model.graph.node)})

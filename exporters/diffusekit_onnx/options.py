@@ -27,16 +27,17 @@ class ExportOptions(ComponentConfig):
                             "batch: only the batch dim")
     fold_guidance: bool = Field(True, description="fold classifier-free guidance into the graph as a batched call")
     # sampler mode
-    method: Optional[Literal["ddim", "dpm-solver++", "euler", "heun"]] = Field(
-        None, description="sampler mode: solver (default: taken from the pipeline's sampler)")
+    method: Optional[str] = Field(
+        None, description="sampler mode: a registered deterministic sampler name, e.g. ddim, dpm-solver++, "
+                          "deis, unipc, heun, euler (default: the pipeline's sampler)")
     steps: Optional[int] = Field(None, ge=1, le=10_000, description="sampler mode: number of steps "
                                  "(default: the pipeline sampler's)")
     schedule: Optional[str] = Field(None, description="sampler mode: registered time grid (default: the "
-                                    "pipeline sampler's plan, else 'uniform')")
+                                    "exported sampler's own)")
     loop: Literal["scan", "unroll", "auto"] = Field(
         "auto", description="sampler mode: ONNX Scan loop, unrolled steps, or scan with unrolled fallback")
-    verify_python: bool = Field(True, description="sampler mode: compare with the registered Python sampler "
-                                "when one matches the method")
+    verify_python: bool = Field(True, description="sampler mode: compare with the Python sampler that was "
+                                "exported (Pipeline.sample with it)")
 
     def tolerances(self) -> tuple[float, float]:
         if self.fp16:

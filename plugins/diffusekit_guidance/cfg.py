@@ -8,8 +8,11 @@ CFG++ (Chung et al. 2024, Algorithm 1): the denoised estimate is guided,
 x0_lam = x0_u + lam (x0_c - x0_u), lam in [0, 1], but the DDIM step renoises with the
 *unconditional* noise estimate: x_s = a_s x0_lam + c_s eps_u. The guided
 :class:`~diffusekit.parameterization.Prediction` therefore carries ``x0 = x0_lam`` and
-``eps = eps_u`` on purpose (not consistent with x_t); a sampler declares that its update reads
-them separately by the class attribute ``renoise_eps = True`` (DDIM form), and CFG++ refuses
+``eps = eps_u`` on purpose (not consistent with x_t) and says so (``Prediction.renoises``).
+A sampler whose update re-noises with the prediction's (x0, eps) in that case declares
+``renoise_eps = True``: every Gaussian solver of the solvers plugin does (their step writes
+z_t = w z_s + sum_j d_j D_j and replaces z_s by a_s x0 + c_s eps, so with DDIM this is exactly
+Algorithm 1 and with DPM-Solver++ / DEIS / UniPC the multistep generalisation); CFG++ refuses
 other samplers in ``check_fit``.
 
 Per-call state (the sampler's grid and renoise ratios for ``equivalent_w``) lives on the bound
@@ -21,6 +24,9 @@ k eps (k = c_s for eta = 0, sqrt(c_s^2 - sigma^2) otherwise), CFG++ with lam is 
 w = lam / (1 - r), r = (k / a_s) / (c_t / a_t) (the sampler's ``renoise_ratio``). Hence ``equivalent_w``
 chooses lam_i = w (1 - r_i) per step so that the trajectory equals CFG at w; with
 ``equivalent_w = 1`` CFG++ samples the conditional distribution (tested against an exact oracle).
+For a multistep solver ``renoise_ratio`` gives r_i = 1 - G_i / A_i (G_i: the weight of the current
+guidance direction in a CFG step, A_i: that of the current x0 in the CFG++ step), so the current
+step's terms equal CFG at w; the history terms then hold lam-guided estimates.
 """
 
 from __future__ import annotations
@@ -131,7 +137,9 @@ class CFGPPDenoiser(_PairDenoiser):
         pair = conditional_pair(self.inner, self.conditioner, x_t, t, cond, self.guidance.config.batched)
         c, u = pair.cond, pair.uncond
         lam = bcast(self.guidance.lam(t, c.process), x_t)
-        return Prediction(c.process, x_t, t, cond, x0=u.x0 + lam * (c.x0 - u.x0), eps=u.eps)
+        pred = Prediction(c.process, x_t, t, cond, x0=u.x0 + lam * (c.x0 - u.x0), eps=u.eps)
+        pred.renoises = True  # re-noise with eps_u, not with the state
+        return pred
 
 
 class CFGPlusPlus(_ScaleMixin, Guidance):
@@ -154,9 +162,10 @@ class CFGPlusPlus(_ScaleMixin, Guidance):
             return
         if not sampler.renoise_eps:
             raise CompatibilityError(
-                f"cfg++ renoises with the unconditional eps, which needs a sampler whose update is "
-                f"x_s = a_s x0 + c_s eps (class attribute renoise_eps = True, e.g. DDIM); "
-                f"{type(sampler).__name__} does not declare it. Use 'cfg' with this sampler instead")
+                f"cfg++ renoises with the unconditional eps, which needs a sampler whose update re-noises "
+                f"with the prediction's (x0, eps) (class attribute renoise_eps = True: ddim, dpm-solver++, "
+                f"deis, unipc, dpm-solver); {type(sampler).__name__} does not declare it. Use 'cfg' with "
+                f"this sampler instead")
         if self.config.equivalent_w is not None and sampler.renoise_ratio(fit.process) is None:
             raise CompatibilityError(
                 f"cfg++ equivalent_w needs the sampler's per-step renoise ratios (Sampler.renoise_ratio); "

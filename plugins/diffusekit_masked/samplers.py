@@ -75,7 +75,7 @@ class Ancestral(StepSampler):
             cache[key] = self.build_plan(process).to(x.device, dtype_of(self.config.precision))
         return cache[key]
 
-    def init_carry(self, plan, x):
+    def init_carry(self, plan, x, process, cond):
         return {"probs": None, "changed": True}
 
     def step(self, x, i, plan, denoiser, cond, generator, carry):
@@ -204,7 +204,7 @@ class Confidence(StepSampler):
             cache[key] = self.build_plan(process).to(x.device, torch.float64)
         return cache[key]
 
-    def init_carry(self, plan, x):
+    def init_carry(self, plan, x, process, cond):
         return {}
 
     def step(self, x, i, plan, denoiser, cond, generator, carry):

@@ -4,8 +4,10 @@ implementations; ``fit_gaussian_stats`` (analytical teleportation) is re-exporte
 
 from diffusekit import hookimpl
 
+from .ddim import DDIM
+from .deis import DEIS
+from .dpm_solver import DPMSolver, DPMSolverPP
 from .edm import EDMEuler, EDMHeun
-from .exponential import DDIM, DEIS, DPMSolver, DPMSolverPP
 from .unipc import UniPC
 from .teleport import fit_gaussian_stats
 
@@ -20,6 +22,6 @@ def register_samplers(register):
     register("euler", EDMEuler, description="EDM Euler on dx/dsigma = (x - D)/sigma, churn optional")
     register("ddim", DDIM, description="DDIM (eta) for any AdditiveGaussian / sigma process")
     register("dpm-solver", DPMSolver, description="DPM-Solver-1/2/3 singlestep, noise prediction (steps = NFE)")
-    register("dpm-solver++", DPMSolverPP, description="DPM-Solver++ 2M/3M/2S/SDE, data prediction, thresholding")
+    register("dpm-solver++", DPMSolverPP, description="DPM-Solver++ 2M (default)/3M/2S/SDE, data prediction, thresholding")
     register("unipc", UniPC, description="UniPC bh1/bh2 predictor-corrector, data prediction")
     register("deis", DEIS, description="DEIS tAB multistep, noise prediction")

@@ -99,30 +99,3 @@ def endpoint(process, cond: Any, x: torch.Tensor) -> Optional[torch.Tensor]:
     if isinstance(process, AdditiveGaussian):
         return process.endpoint(cond, x)
     return None
-
-
-def data_prediction(pred, x: torch.Tensor, y: Optional[torch.Tensor], p: Point) -> torch.Tensor:
-    """x0_hat from a Prediction, converting a given eps with the plan's float64 (a, b, c).
-
-    Uses the Prediction's own x0 when the network predicted x0 (no extra ops), otherwise
-    x0 = (x - b y - c eps) / a, which is what Prediction.x0 computes but without
-    re-evaluating the process coefficients at t.
-    """
-    kinds = pred.kinds
-    if "x0" in kinds:
-        return pred.get("x0")
-    if "eps" in kinds:
-        z = x if y is None else x - p.b * y
-        return torch.sub(z, pred.get("eps"), alpha=p.c).mul_(1.0 / p.a)
-    return pred.x0
-
-
-def noise_prediction(pred, x: torch.Tensor, y: Optional[torch.Tensor], p: Point) -> torch.Tensor:
-    """eps_hat from a Prediction (eps = (x - b y - a x0) / c for x0-predicting networks)."""
-    kinds = pred.kinds
-    if "eps" in kinds:
-        return pred.get("eps")
-    if "x0" in kinds:
-        z = x if y is None else x - p.b * y
-        return torch.sub(z, pred.get("x0"), alpha=p.a).mul_(1.0 / p.c)
-    return pred.eps

@@ -11,7 +11,10 @@ B(h) = hh (``bh1``) or e^{hh} - 1 (``bh2``):
   m_t is needed by the next step anyway), the same update with one more term rho_t (m_t - m_s)
   replaces z_t. No extra network evaluation: NFE = steps.
 
-The final step has no corrector (no evaluation at its end). To sigma = 0 the predictor is first
+On the rows: step i evaluates m_i at the predicted x_i, corrects z_i = x_i - b y with UniC
+(from the carried state term z_{i-1} and m_{i-1}, m_{i-2}, m_{i-3}, m_i) and predicts x_{i+1} with
+UniP from the corrected z_i (for a re-noising prediction, CFG++: its a x0 + c eps plus the
+correction). The final step has no corrector (no evaluation at its end). To sigma = 0 the predictor is first
 order (z = alpha_t x0_hat): bh1 would multiply by B(h) = -inf there (diffusers' UniPC returns NaN
 with final_sigmas_type="zero"). Coefficients are solved once in float64 per step.
 """
@@ -24,8 +27,9 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from .base import Carry, GaussianSolver, SolverConfig, eval_point, z_fold
-from .exponential import _linear, multistep_orders
+from dataclasses import dataclass
+
+from .base import GaussianSolver, LinearStep, SolverConfig, data_prediction, lincomb, select, state
 from .gaussian import Point
 from .thresholding import ThresholdingConfig, dynamic_threshold
 
@@ -59,63 +63,78 @@ def _rhos(rks: list[float], hh: float, variant: str, corrector: bool) -> tuple[l
     return rhos, h_phi_1, b_h
 
 
-def unipc_update(p: Point, q: Point, prev: list[Point], order: int, variant: str, corrector: bool) -> dict[str, float]:
-    """Coefficients on (z_s; m_s, m_{s-1}, ...; [m_t]) of UniP (corrector=False) or UniC."""
+def unipc_coefficients(p: Point, q: Point, prev: list[Point], order: int, variant: str,
+                       corrector: bool) -> tuple[float, list[float], float]:
+    """(wz, [d_0, d_1, d_2], d_t) of UniP (corrector=False) or UniC on z_t = wz z_s +
+    sum_j d_j m_{s_j} (+ d_t m_t)."""
     h = q.lam - p.lam
     if not math.isfinite(h):  # to sigma = 0: first-order data update z = alpha_t m_s
-        out = {"cx": 0.0, "d0": q.a}
-        out["cx"], out["cy"] = z_fold(p, q, 0.0)
-        return out
+        return 0.0, [q.a, 0.0, 0.0], 0.0
     hh = -h
     rks = [(pr.lam - p.lam) / h for pr in prev[:order - 1]] + [1.0]
     rhos, h_phi_1, b_h = _rhos(rks, hh, variant, corrector)
-    d = [-q.a * h_phi_1] + [0.0] * 3
+    d = [-q.a * h_phi_1, 0.0, 0.0]
     for k, r in enumerate(rks[:-1]):  # D_k = (m_{k+1} - m_0) / r_k
         c = -q.a * b_h * rhos[k] / r
         d[k + 1] += c
         d[0] -= c
-    out = {f"d{j}": v for j, v in enumerate(d)}
+    dt = 0.0
     if corrector:  # + rho_t (m_t - m_s)
-        c = -q.a * b_h * rhos[-1]
-        out["dt"] = c
-        out["d0"] -= c
-    out["cx"], out["cy"] = z_fold(p, q, q.c / p.c)
-    return out
+        dt = -q.a * b_h * rhos[-1]
+        d[0] -= dt
+    return q.c / p.c, d, dt
+
+
+@dataclass(frozen=True)
+class UniPCStep(LinearStep):
+    """UniP: z_{i+1} = wz z_i + d0 m_i + d1 m_{i-1} + d2 m_{i-2}; UniC (where ``corr`` = 1):
+    x_i <- kwz z_{i-1} + kd0 m_{i-1} + kd1 m_{i-2} + kd2 m_{i-3} + kdt m_i + b_i y."""
+
+    d1: float
+    d2: float
+    corr: float
+    kwz: float
+    kd0: float
+    kd1: float
+    kd2: float
+    kdt: float
 
 
 class UniPC(GaussianSolver):
     """UniPC bh1 / bh2, multistep predictor-corrector in data-prediction form (NFE = steps)."""
 
     Config = UniPCConfig
+    #: carry: (y, m_{i-1}, m_{i-2}, m_{i-3}, z_{i-1})
+    history = 4
 
-    def build_plan(self, process):
+    def coefficients_type(self):
+        return UniPCStep
+
+    def rows(self, process):
         cfg = self.config
-        zero = self.final_is_zero(process)
-        ts = self.grid(process, cfg.steps)
-        pts = self.points(process, ts)
-        orders = multistep_orders(cfg.steps, cfg.order, cfg.lower_order_final, zero)
+        ts, pts, orders = self.multistep_grid(process, cfg.order, cfg.lower_order_final)
         rows = []
         for i in range(cfg.steps):
             p, q = pts[i], pts[i + 1]
-            row = {"order": float(orders[i]), "corr": 0.0}
-            eval_point(row, "s0", p)
-            row.update(unipc_update(p, q, pts[:i][::-1], orders[i], cfg.variant, False))
+            wz, d, _ = unipc_coefficients(p, q, pts[:i][::-1], orders[i], cfg.variant, False)
+            corr = dict(corr=0.0, kwz=0.0, kd0=0.0, kd1=0.0, kd2=0.0, kdt=0.0)
             if cfg.corrector and i > 0:  # correct x_i (predicted by step i-1) with m_i
-                c = unipc_update(pts[i - 1], p, pts[:i - 1][::-1], orders[i - 1], cfg.variant, True)
-                row.update({"k" + k: v for k, v in c.items()})
-                row["corr"] = 1.0
-            rows.append(row)
-        return self.make_plan(ts, rows)
+                kwz, kd, kdt = unipc_coefficients(pts[i - 1], p, pts[:i - 1][::-1], orders[i - 1], cfg.variant, True)
+                corr = dict(corr=1.0, kwz=kwz, kd0=kd[0], kd1=kd[1], kd2=kd[2], kdt=kdt)
+            rows.append(UniPCStep(t=p.t, a=p.a, b=p.b, c=p.c, wz=wz, d0=d[0], bq=q.b, d1=d[1], d2=d[2], **corr))
+        return ts, rows
 
-    def step(self, x, i, plan, denoiser, cond, generator, carry: Carry):
-        row, y, hist = carry.rows[i], carry.y, carry.history
-        pred, m = carry.evaluate(denoiser, x, i, "s0", cond)
+    def step_row(self, x, row: UniPCStep, model, generator, carry):
+        y, m1, m2, m3, zp = carry
+        pred = model(x, row.t)
+        m = data_prediction(pred, x, y, row.a, row.b, row.c)
         if self.config.thresholding:
             m = dynamic_threshold(m, self.config.threshold_ratio, self.config.threshold_max)
-        if row["corr"]:  # UniC: z_i <- update(z_{i-1}; m_{i-1}, ...; m_i), m_i evaluated at predicted z_i
-            x = _linear(carry.extra["x_prev"], row, hist[:3], y, prefix="k")
-            x = x.add(m, alpha=row["kdt"])
-        hist.insert(0, m)
-        del hist[3:]
-        carry.extra["x_prev"] = x
-        return _linear(x, row, hist, y), carry, pred
+        z = state(x, y, row, pred)
+        if not isinstance(row.corr, float) or row.corr:  # UniC (a where() on Scan rows)
+            zc = lincomb((row.kwz, zp), (row.kd0, m1), (row.kd1, m2), (row.kd2, m3), (row.kdt, m))
+            if pred.renoises:  # keep the correction on top of the re-noised state
+                zc = zc - (x if y is None else x - row.b * y) + z
+            z = select(row.corr, zc, z)
+        out = lincomb((row.wz, z), (row.d0, m), (row.d1, m1), (row.d2, m2), (row.bq, y))
+        return out, (y, m, m1, m2, z), pred

@@ -1,9 +1,7 @@
-"""Whole-sampler ONNX graphs: closed-form checks of the step kernels (eager, fast), parity with
-the registered Python samplers, and exported Scan graphs verified in onnxruntime."""
+"""Whole-sampler ONNX graphs: the graph runs the sampler's own step (closed-form checks and
+parity with the Python loop, eager and fast) and exported Scan graphs verified in onnxruntime."""
 
 from __future__ import annotations
-
-import math
 
 import onnx
 import pytest
@@ -13,7 +11,6 @@ import diffusekit as dk
 from diffusekit.errors import CompatibilityError, ConfigError
 from diffusekit.testing.oracles import GaussianMixture, oracle_pipeline
 
-from diffusekit_onnx import solvers
 from diffusekit_onnx.export_sampler import build_sampler_graph
 from diffusekit_onnx.graphs import DenoiserGraph
 from diffusekit_onnx.options import ExportOptions
@@ -21,84 +18,97 @@ from diffusekit_onnx.runtime import OrtModule
 from diffusekit_onnx.sampler_graph import SamplerGraph
 
 
-def _graph(pipe, method, times, loop="scan"):
+def _graph(pipe, sampler, x, loop="scan"):
     den = DenoiserGraph(pipe.network, pipe.parameterization, pipe.process).eval()
-    return SamplerGraph(den, method, times, loop=loop).eval()
+    return SamplerGraph(den, sampler, x, loop=loop).eval()
 
 
-@pytest.mark.parametrize("method", ["ddim", "dpm-solver++"])
+@pytest.mark.parametrize("name", ["ddim", "dpm-solver++"])
 @pytest.mark.parametrize("loop", ["scan", "unroll"])
-def test_exponential_kernels_are_exact_for_a_point_mass(method, loop):
+def test_exponential_solvers_are_exact_for_a_point_mass_in_the_graph(name, loop):
     """With x0_hat = mu (point-mass data) the PF-ODE keeps (x - a mu) / c constant, and
     DDIM / DPM-Solver++ integrate it exactly: x_N = a_N mu + c_N (x_0 - a_0 mu) / c_0."""
     torch.manual_seed(0)
     mu = torch.tensor([[0.7, -1.2]])
     mix = GaussianMixture(mu, torch.tensor([1e-4]))
     vp = dk.create("process", "vp")
-    pipe = oracle_pipeline(vp, mix)
-    times = torch.linspace(1.0, 0.02, 6, dtype=torch.float64)
+    sampler = dk.create("sampler", name, steps=5, schedule="uniform")
+    pipe = oracle_pipeline(vp, mix, sampler=sampler)
     x = torch.randn(5, 2)
     with torch.no_grad():
-        out = _graph(pipe, method, times, loop)(x)
+        out = _graph(pipe, sampler, x, loop)(x)
+    times = sampler.build_plan(vp).t
     a, _, c = (v.to(torch.float64) for v in vp.coefficients(times))
     exact = a[-1] * mu + c[-1] * (x.double() - a[0] * mu) / c[0]
     assert torch.allclose(out.double(), exact, atol=2e-5)
 
 
-def _gaussian_error(method, steps):
-    """Error of the final state against the closed-form PF-ODE flow of Gaussian data."""
-    mu, s = torch.tensor([[0.5, -0.25]]), 0.6
-    vp = dk.create("process", "vp")
-    pipe = oracle_pipeline(vp, GaussianMixture(mu, torch.tensor([s])))
-    times = torch.linspace(1.0, 0.05, steps + 1, dtype=torch.float64)
-    x = torch.randn(64, 2, generator=torch.Generator().manual_seed(3))
-    with torch.no_grad():
-        out = _graph(pipe, method, times, "unroll")(x).double()
-    a, _, c = (v.to(torch.float64) for v in vp.coefficients(times))
-    sd = lambda i: torch.sqrt(a[i] ** 2 * s * s + c[i] ** 2)  # noqa: E731 - marginal std at t_i
-    exact = a[-1] * mu + sd(-1) * (x.double() - a[0] * mu) / sd(0)
-    return float((out - exact).abs().max())
+# every deterministic Gaussian solver configuration: (registry name, params)
+DETERMINISTIC = [("ddim", {}), ("dpm-solver++", {"variant": "2M"}), ("dpm-solver++", {"variant": "3M"}),
+                 ("dpm-solver++", {"variant": "2S"}), ("dpm-solver++", {"variant": "2M", "thresholding": True}),
+                 ("dpm-solver", {"order": 2}), ("dpm-solver", {"order": 3}), ("deis", {}), ("deis", {"order": 2}),
+                 ("unipc", {"variant": "bh1"}), ("unipc", {"variant": "bh2"}), ("heun", {}), ("euler", {})]
 
 
-@pytest.mark.parametrize("method,order", [("ddim", 1), ("euler", 1), ("heun", 2), ("dpm-solver++", 2)])
-def test_convergence_order_on_gaussian_data(method, order):
-    """Doubling the steps divides the error by ~2^order (exact Gaussian PF-ODE flow as truth)."""
-    e1, e2 = _gaussian_error(method, 32), _gaussian_error(method, 64)
-    rate = math.log2(e1 / e2)
-    assert order - 0.35 < rate < order + 0.6, (e1, e2, rate)
+FAST = {("ddim", "{}"), ("dpm-solver++", str({"variant": "3M"})), ("deis", "{}"), ("unipc", str({"variant": "bh2"})),
+        ("heun", "{}")}
+CASES = [pytest.param(proc, n, p, id=f"{proc}-{n}-{p}",
+                      marks=() if proc == "vp" and (n, str(p)) in FAST else pytest.mark.slow)
+         for proc in ("vp", "edm") for n, p in DETERMINISTIC]
 
 
-@pytest.mark.parametrize("spec", [
-    {"name": "ode", "method": "euler", "steps": 12},
-    {"name": "ode", "method": "heun", "steps": 6},
-    {"name": "ddim", "steps": 8},
-    {"name": "dpm-solver++", "variant": "2M", "steps": 8},
-    {"name": "dpm-solver++", "variant": "2M", "steps": 16},
-])
-def test_kernels_match_registered_python_samplers(spec):
-    """Same grid, same maths: the graph module (scan) equals Pipeline.sample with that sampler."""
-    if ("sampler", spec["name"]) not in dk.registry():
-        pytest.skip(f"sampler {spec['name']} not registered")
+@pytest.mark.parametrize("process,name,params", CASES)
+def test_graph_module_runs_the_samplers_own_step_and_equals_python(process, name, params):
+    """The Scan body is the sampler's own step_row: the graph module (scan over its rows) equals
+    Pipeline.sample with the same sampler (float32, relative error <= 1e-5), same NFE."""
     mix = GaussianMixture.ring(4, 1.5, 0.2)
-    pipe = oracle_pipeline(dk.create("process", "vp"), mix, sampler=dk.create("sampler", spec))
-    x = torch.randn(6, 2, generator=torch.Generator().manual_seed(1))
+    sampler = dk.create("sampler", name, steps=7, **params)
+    pipe = oracle_pipeline(dk.create("process", process), mix, sampler=sampler)
+    x = pipe.process.prior(6, (2,), generator=torch.Generator().manual_seed(1))
     module, method, py, loop = build_sampler_graph(pipe, ExportOptions(mode="sampler"), x)
-    assert py is pipe.sampler and loop == "scan"
+    assert py is pipe.sampler and method == name and loop == "scan" and module.scan_runs
     with torch.no_grad():
         got = module(x)
     ref = pipe.sample(6, x_init=x)
-    assert (got - ref).abs().max() <= 1e-5
+    assert float((got - ref).abs().max() / ref.abs().max()) <= 1e-5
     assert module.nfe == pipe.last_nfe
 
 
-def test_stochastic_and_kernel_less_samplers_are_refused():
+def test_one_scan_per_structure_heun_scans_n_minus_1_steps():
+    pipe = oracle_pipeline(dk.create("process", "vp"), GaussianMixture.ring(4, 1.5, 0.2),
+                           sampler=dk.create("sampler", "heun", steps=6))
+    x = torch.randn(3, 2)
+    module, *_ = build_sampler_graph(pipe, ExportOptions(mode="sampler"), x)
+    assert module.scan_runs == [(0, 5)]  # the last (Euler) step is one unrolled step after the Scan
+    for spec in ({"name": "dpm-solver++", "variant": "3M"}, {"name": "unipc"}, {"name": "deis"}, {"name": "ddim"}):
+        pipe.sampler = dk.create("sampler", {**spec, "steps": 6})
+        module, *_ = build_sampler_graph(pipe, ExportOptions(mode="sampler"), x)
+        assert module.scan_runs == [(0, 6)], spec
+
+
+def test_method_steps_and_schedule_select_a_registered_sampler():
+    pipe = oracle_pipeline(dk.create("process", "vp"), GaussianMixture.ring(4, 1.5, 0.2),
+                           sampler=dk.create("sampler", "deis", steps=5))
+    x = torch.randn(3, 2)
+    module, method, py, _ = build_sampler_graph(
+        pipe, ExportOptions(mode="sampler", method="dpm-solver++", steps=8, schedule="logsnr"), x)
+    assert method == "dpm-solver++" and py.steps == 8 and py.config.schedule == "logsnr" and module.steps == 8
+    with torch.no_grad():
+        got = module(x)
+    torch.testing.assert_close(got, pipe.sample(3, x_init=x, sampler=py), rtol=1e-5, atol=1e-5)
+
+
+def test_stochastic_and_non_step_samplers_are_refused():
     pipe = dk.Pipeline.from_config({"process": {"name": "vp"}, "parameterization": "eps",
                                     "network": {"name": "mlp", "dim": 2, "hidden": 16, "depth": 1},
                                     "sampler": {"name": "euler-maruyama", "steps": 4}})
     with pytest.raises(CompatibilityError, match="stochastic|deterministic"):
         dk.export(pipe, "onnx", "unused.onnx", mode="sampler")
-    with pytest.raises(CompatibilityError, match="no ONNX kernel"):
-        solvers.tables("rk4", pipe.process, torch.linspace(1, 0.1, 3, dtype=torch.float64))
+    pipe.sampler = dk.create("sampler", "ode", method="heun", steps=4)
+    with pytest.raises(CompatibilityError, match="StepSampler"):
+        build_sampler_graph(pipe, ExportOptions(mode="sampler"), torch.randn(2, 2))
+    with pytest.raises(ConfigError):
+        build_sampler_graph(pipe, ExportOptions(mode="sampler", method="no-such-solver"), torch.randn(2, 2))
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +121,7 @@ def cfg_pipe():
         "process": {"name": "vp"}, "parameterization": "eps",
         "network": {"name": "mlp", "dim": 2, "hidden": 16, "depth": 1, "num_classes": 3},
         "conditioner": {"name": "label", "num_classes": 3}, "guidance": {"name": "cfg", "scale": 2.0},
-        "sampler": {"name": "ode", "method": "heun", "steps": 6}})
+        "sampler": {"name": "heun", "steps": 6}})
 
 
 @pytest.mark.slow
@@ -122,7 +132,7 @@ def test_heun_with_cfg_exports_to_one_scan_node(cfg_pipe, tmp_path):
     report = dk.export(cfg_pipe, "onnx", path, mode="sampler")
     assert report.loop == "scan" and report.extra["scan_nodes"] == 1
     assert report.max_abs_err <= 1e-3 and report.extra["python_sampler_max_abs_err"] <= 1e-3
-    assert report.extra["python_sampler"]["name"] == "ode" and report.extra["nfe"] == 11
+    assert report.extra["python_sampler"]["name"] == "heun" and report.extra["nfe"] == 11
     assert report.inputs == ["x_init", "cond"] and report.dynamic_dims["x_init"][0] == "batch"
     assert [s[0] for s in report.shapes] == [2, 5]
     model = onnx.load(str(path))
@@ -135,20 +145,37 @@ def test_heun_with_cfg_exports_to_one_scan_node(cfg_pipe, tmp_path):
     assert (got - ref).abs().max() <= 1e-3
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("spec", [{"name": "ddim", "steps": 10}, {"name": "dpm-solver++", "variant": "2M", "steps": 10},
-                                  {"name": "ode", "method": "euler", "steps": 10}])
-def test_scan_graphs_of_every_kernel(spec, tmp_path):
-    if ("sampler", spec["name"]) not in dk.registry():
-        pytest.skip(f"sampler {spec['name']} not registered")
+SCAN_EXPORTS = [{"name": "ddim"}, {"name": "dpm-solver++", "variant": "2M"}, {"name": "dpm-solver++", "variant": "3M"},
+                {"name": "deis"}, {"name": "unipc"}, {"name": "heun"}, {"name": "euler"}]
+
+
+def _export_and_check(spec, tmp_path):
     pipe = oracle_pipeline(dk.create("process", "vp"), GaussianMixture.ring(4, 1.5, 0.2),
-                           sampler=dk.create("sampler", spec))
+                           sampler=dk.create("sampler", {**spec, "steps": 6}))
     report = dk.export(pipe, "onnx", tmp_path / "s.onnx", mode="sampler")
-    assert report.loop == "scan" and report.max_abs_err <= 1e-3
-    assert report.extra["python_sampler_max_abs_err"] <= 1e-3
+    assert report.loop == "scan" and report.extra["scan_nodes"] == 1, report.extra
+    x = pipe.process.prior(7, (2,), generator=torch.Generator().manual_seed(4))
+    got = OrtModule(tmp_path / "s.onnx").run(x)[0]
+    ref = pipe.sample(7, x_init=x)
+    assert float((got - ref).abs().max() / ref.abs().max()) <= 1e-5, spec
+    assert report.extra["python_sampler_max_abs_err"] <= 1e-5
 
 
-def _deterministic_samplers():
+@pytest.mark.slow
+def test_default_solver_exports_to_one_scan_node(tmp_path):
+    """The default (deis): one Scan node, onnxruntime within 1e-5 (relative) of the Python loop."""
+    _export_and_check({"name": "deis"}, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", SCAN_EXPORTS, ids=[str(s) for s in SCAN_EXPORTS])
+def test_every_deterministic_solver_exports_to_one_scan_node(spec, tmp_path):
+    _export_and_check(spec, tmp_path)
+
+
+def _deterministic_step_samplers():
+    from diffusekit.sampler import StepSampler
+
     out = []
     for spec in dk.registry().specs("sampler"):
         try:
@@ -156,16 +183,15 @@ def _deterministic_samplers():
             oracle_pipeline(dk.create("process", "vp"), GaussianMixture.ring(4, 1.5, 0.2), sampler=s)
         except (CompatibilityError, ConfigError):  # samplers for other processes
             continue
-        if getattr(s, "stochastic", False) or spec.name == "ode":  # ode: adaptive rk45 by default
-            continue
-        out.append(spec.name)
+        if isinstance(s, StepSampler) and not s.stochastic:
+            out.append(spec.name)
     return out
 
 
-@pytest.mark.parametrize("name", _deterministic_samplers())
-def test_every_deterministic_registered_sampler_has_a_graph_module(name):
-    """Kernel (Scan) or unrolled, the traced module equals Pipeline.sample for every registered
-    deterministic sampler that fits VP (eager check; the ONNX export of one is tested below)."""
+@pytest.mark.parametrize("name", _deterministic_step_samplers())
+def test_every_deterministic_registered_step_sampler_has_a_graph_module(name):
+    """Scan or unrolled, the traced module equals Pipeline.sample for every registered
+    deterministic step sampler that fits VP (eager check)."""
     pipe = oracle_pipeline(dk.create("process", "vp"), GaussianMixture.ring(4, 1.5, 0.2),
                            sampler=dk.create("sampler", name))
     x = torch.randn(4, 2, generator=torch.Generator().manual_seed(2))
@@ -173,21 +199,3 @@ def test_every_deterministic_registered_sampler_has_a_graph_module(name):
     with torch.no_grad():
         got = module(x)
     assert (got - pipe.sample(4, x_init=x)).abs().max() <= 1e-5
-
-
-def test_kernel_less_sampler_exports_unrolled_and_matches_python(tmp_path):
-    """dpm-solver++ 3M has no Scan kernel: its own sample() is unrolled, verified <= 1e-3."""
-    if ("sampler", "dpm-solver++") not in dk.registry():
-        pytest.skip("dpm-solver++ not registered")
-    torch.manual_seed(0)
-    pipe = dk.Pipeline.from_config({"process": {"name": "vp"}, "parameterization": "eps",
-                                    "network": {"name": "mlp", "dim": 2, "hidden": 16, "depth": 1},
-                                    "sampler": {"name": "dpm-solver++", "variant": "3M", "steps": 4}})
-    report = dk.export(pipe, "onnx", tmp_path / "s.onnx", mode="sampler")
-    assert report.loop == "unroll" and report.extra["scan_nodes"] == 0
-    assert report.extra["python_sampler"]["variant"] == "3M"
-    assert report.max_rel_err <= 1e-3
-    x = pipe.process.prior(6, (2,), generator=torch.Generator().manual_seed(4))
-    got = OrtModule(tmp_path / "s.onnx").run(x)[0]
-    ref = pipe.sample(6, x_init=x)  # |ref| ~ 1e2 for an untrained eps network: compare relatively
-    assert torch.allclose(got, ref, rtol=1e-3, atol=1e-3)

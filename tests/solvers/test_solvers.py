@@ -102,7 +102,8 @@ def test_ddim_eta0_is_the_first_order_exponential_integrator(ring, f64):
     proc = dk.create("process", "vp")
     x_T = proc.prior(32, (2,), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     outs = [make_pipe(proc, ring, dk.create("sampler", n, steps=12, **p)).sample(32, x_init=x_T)
-            for n, p in [("ddim", {"eta": 0.0}), ("dpm-solver", {"order": 1}), ("dpm-solver++", {"variant": "1"})]]
+            for n, p in [("ddim", {"eta": 0.0}), ("dpm-solver", {"order": 1}),
+                         ("dpm-solver++", {"variant": "1", "schedule": "logsnr"})]]
     sampler = dk.create("sampler", "ddim", steps=12)
     ts = sampler.grid(proc, 12)
     oracle = MixtureOracle(ring, proc)
@@ -121,7 +122,7 @@ def test_dpm_solver_pp_converges_to_rk45(ring, f64):
     ref = make_pipe(proc, ring, dk.create("sampler", "ode", rtol=1e-9, atol=1e-9)).sample(64, x_init=x_T)
     errs = []
     for n in (25, 100, 400):
-        out = make_pipe(proc, ring, dk.create("sampler", "dpm-solver++", steps=n)).sample(64, x_init=x_T)
+        out = make_pipe(proc, ring, dk.create("sampler", "dpm-solver++", variant="3M", steps=n)).sample(64, x_init=x_T)
         errs.append(float((out - ref).abs().max()))
     assert errs[0] > errs[1] > errs[2] and errs[2] < 1e-4, errs
 
@@ -215,14 +216,29 @@ def test_default_sampler_is_deis_for_score_sde_processes(ring):
     assert type(pipe.sampler).__name__ == "DEIS"
 
 
-def test_plan_is_float64_and_immutable(ring):
-    sampler = dk.create("sampler", "dpm-solver++", steps=7)
+def test_plan_holds_typed_immutable_float64_rows(ring):
+    """One frozen Coefficients dataclass per solver; host floats in float64; the Python loop's
+    copy holds its times on the state's device; the table for a Scan stacks the numeric fields."""
+    from dataclasses import FrozenInstanceError
+
+    from diffusekit.sampler import Coefficients
+
     proc = dk.create("process", "vp")
-    plan, rows, _ = sampler.compiled(proc, torch.zeros(1, 2))
-    assert plan.t.dtype == torch.float64 and all(v.dtype == torch.float64 for v in plan.coef.values())
-    with pytest.raises(Exception):
-        plan.t = None  # frozen dataclass
-    assert plan.num_steps == 7 and len(rows) == 7
+    for name in ("ddim", "dpm-solver++", "dpm-solver", "deis", "unipc", "heun", "euler"):
+        sampler = dk.create("sampler", name, steps=7)
+        plan = sampler.build_plan(proc)
+        cls = sampler.coefficients_type()
+        assert issubclass(cls, Coefficients) and all(type(r) is cls for r in plan.rows), name
+        assert plan.t.dtype == torch.float64 and len(plan.rows) == plan.num_steps
+        with pytest.raises(FrozenInstanceError):
+            plan.rows[0].t = 0.0
+        table = cls.table(plan.rows)
+        assert table.dtype == torch.float64 and table.shape == (len(plan.rows), len(cls.numeric()))
+        row = cls.from_row(table[0], plan.rows[0].static_key())
+        assert all(float(getattr(row, k)) == float(getattr(plan.rows[0], k)) for k in cls.numeric())
+        moved = sampler.plan(proc, torch.zeros(1, 2))
+        assert all(torch.is_tensor(getattr(moved.rows[0], k)) for k in cls.TIMES)
+    assert dk.create("sampler", "dpm-solver++", steps=7).plan(proc, torch.zeros(1, 2)).num_steps == 7
 
 
 def test_thresholding_bounds_the_data_prediction(ring):

@@ -42,8 +42,9 @@ def test_teleport_matches_the_closed_form_and_saves_steps():
         x_T = proc.prior(64, (2,), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
         p0, p1 = point(proc, proc.t_max), point(proc, proc.t_min)
         exact = gaussian_flow(x_T, p0.a, p0.c, p1.a, p1.c, mix.means[0], torch.full((2,), 0.16), torch.eye(2))
-        for name, params in [("ddim", {}), ("deis", {}), ("heun", {}), ("dpm-solver++", {"variant": "2S"}),
-                             ("dpm-solver++", {"variant": "2M"})]:
+        for name, params in [("ddim", {}), ("deis", {}), ("heun", {}),
+                             ("dpm-solver++", {"variant": "2S", "schedule": "logsnr"}),
+                             ("dpm-solver++", {"variant": "2M", "schedule": "logsnr"})]:
             errs = {}
             for f in (0.0, 0.5):
                 pipe = make_pipe(proc, mix, dk.create("sampler", name, steps=6, teleport=f, **params))
