@@ -39,10 +39,25 @@ call on a doubled batch (2B rows) is one network evaluation.
 
 from __future__ import annotations
 
+import torch
+
 import copy
 from typing import Any, Optional
 
 from .config import Component
+
+
+def cfg_mix(uncond: torch.Tensor, cond: torch.Tensor, scale: float, logits: bool = False) -> torch.Tensor:
+    """The classifier-free guidance mix u + w (c - u) (Ho & Salimans 2022, eq. 6) of an
+    unconditional and a conditional output: the one copy used by the CFG denoiser and by the
+    exporters that fold CFG into a graph. With ``logits`` it mixes log-probabilities (as CFG does
+    for discrete models); entries that are -inf in either (SUBS: tokens that cannot occur) stay
+    -inf instead of becoming NaN."""
+    if not logits:
+        return uncond + scale * (cond - uncond)
+    lu, lc = torch.log_softmax(uncond, -1), torch.log_softmax(cond, -1)
+    finite = torch.isfinite(lu) & torch.isfinite(lc)
+    return torch.where(finite, lu + scale * (lc - lu), torch.minimum(lu, lc))
 
 
 class Guidance(Component):

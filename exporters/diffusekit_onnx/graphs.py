@@ -22,6 +22,7 @@ from torch import nn
 from diffusekit import state as st
 from diffusekit.conditioner import Conditioner
 from diffusekit.errors import CompatibilityError
+from diffusekit.guidance import cfg_mix
 from diffusekit.parameterization import Prediction
 from diffusekit.process import AdditiveGaussian
 
@@ -67,12 +68,6 @@ def fold_guidance(pipe, enabled: bool = True) -> FoldedGuidance | None:
         raise CompatibilityError("classifier-free guidance needs a null condition: give the pipeline a "
                                  "conditioner with null(cond) (a diffusekit.conditioner.Conditioner)")
     return FoldedGuidance(scale=float(g.scale), null=conditioner.null, source=g)
-
-
-def _mix(u: torch.Tensor, c: torch.Tensor, scale: float, logits: bool) -> torch.Tensor:
-    if logits:  # mix log-probabilities, as CFG does for discrete models
-        u, c = torch.log_softmax(u, -1), torch.log_softmax(c, -1)
-    return u + scale * (c - u)
 
 
 class DenoiserGraph(nn.Module):
@@ -151,7 +146,7 @@ class DenoiserGraph(nn.Module):
             c = st.map_state(lambda v: v.unflatten(0, (2, -1))[0], out)
             u = st.map_state(lambda v: v.unflatten(0, (2, -1))[1], out)
             logits = self.kind == "logits"
-            out = st.zip_map(lambda uu, cc: _mix(uu, cc, g.scale, logits), u, c)
+            out = st.zip_map(lambda uu, cc: cfg_mix(uu, cc, g.scale, logits), u, c)
         return st.map_state(lambda v: v.float(), out) if self.fp16 else out
 
     def _x0(self, out: Any, x: Any, t: torch.Tensor, cond=None) -> Any:

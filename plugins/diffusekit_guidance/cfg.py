@@ -38,7 +38,7 @@ from pydantic import Field
 
 from diffusekit.denoiser import DenoiserWrapper, per_sample_time
 from diffusekit.errors import CompatibilityError, ConfigError
-from diffusekit.guidance import Guidance
+from diffusekit.guidance import Guidance, cfg_mix
 from diffusekit.parameterization import Prediction
 from diffusekit.process import AdditiveGaussian, bcast
 from diffusekit.config import ComponentConfig, validate_params
@@ -101,12 +101,9 @@ class CFGDenoiser(_PairDenoiser):
         w = self.scale
         c, u = pair.cond, pair.uncond
         if "logits" in c.kinds:
-            lu = torch.log_softmax(u.logits, -1)
-            lc = torch.log_softmax(c.logits, -1)
-            finite = torch.isfinite(lu) & torch.isfinite(lc)  # -inf entries (SUBS) stay -inf, never NaN
-            mixed = torch.where(finite, lu + w * (lc - lu), torch.minimum(lu, lc))
+            mixed = cfg_mix(u.logits, c.logits, w, logits=True)
             return Prediction(c.process, x_t, t, cond, logits=torch.log_softmax(mixed, -1))
-        return Prediction(c.process, x_t, t, cond, eps=u.eps + w * (c.eps - u.eps))
+        return Prediction(c.process, x_t, t, cond, eps=cfg_mix(u.eps, c.eps, w))
 
 
 class CFG(_ScaleMixin, Guidance):
