@@ -90,6 +90,12 @@ class ForwardProcess(Component, ABC):
               device="cpu", dtype=torch.float32) -> State:
         """Draw n states from the prior at t_max (may depend on the condition)."""
 
+    def sample_cond(self, n: int, generator: GeneratorLike = None, device="cpu") -> Any:
+        """A condition for ``n`` samples when the caller gives none (``Pipeline.sample`` with
+        ``cond=None``), for processes whose states need one (GDSS: node flags drawn from the
+        training graphs' node counts). Default None: sampling is unconditional."""
+        return None
+
     def conformance_example(self, n: int, generator: GeneratorLike = None) -> Optional[tuple[State, Any]]:
         """``(x0, cond)``: a batch of ``n`` valid data states and their condition for the
         conformance kit and the fit-matrix test; None (default) means "draw x0 from the prior
@@ -212,10 +218,16 @@ class AdditiveGaussian(ABC):
             hi = torch.where(above, hi, mid)
         return ((lo + hi) / 2).to(lam.dtype)
 
+    def noise_like(self, x: torch.Tensor, generator: GeneratorLike = None, cond: Any = None) -> torch.Tensor:
+        """A draw of eps shaped like ``x``: i.i.d. N(0, I) by default. Processes whose noise has
+        structure override it (GDSS: symmetric, zero-diagonal adjacency noise masked by node
+        flags); the perturbation and the stochastic sampler steps draw through it."""
+        return randn_like(x, generator)
+
     def gaussian_perturb(self, x0: torch.Tensor, t: torch.Tensor, cond: Any = None,
                          generator: GeneratorLike = None) -> Perturbed:
         a, b, c = self.coefficients(t)
-        eps = randn_like(x0, generator)
+        eps = self.noise_like(x0, generator, cond)
         x_t = bcast(a, x0) * x0 + bcast(c, x0) * eps
         y = self.endpoint(cond, x0)
         if y is not None:

@@ -15,7 +15,8 @@ Generative Models", eqs. 9-12):
 
 So OUVE is AdditiveGaussian with a = e^{-gamma t}, b = 1 - a, c = sigma_t.
 
-SBVE (Juki\'c et al. 2024, "Schroedinger bridge for generative speech enhancement"):
+SBVE (Juki\'c et al. 2024, "Schroedinger bridge for generative speech enhancement"), the bridge
+plugin's family with the ``sb`` schedule (the maths lives there once):
 f = 0, g(t) = sqrt(c) k^t, sigma_t^2 = c (k^{2t} - 1) / (2 ln k), sbar_t^2 = sigma_1^2 - sigma_t^2;
 x_t = (sbar_t^2 x0 + sigma_t^2 y) / sigma_1^2 + (sbar_t sigma_t / sigma_1) z, pinned at x0 (t = 0)
 and at y (t = 1); the prior is y itself.
@@ -31,8 +32,9 @@ from pydantic import Field, model_validator
 
 from diffusekit.config import ComponentConfig
 from diffusekit.errors import ConfigError, ShapeError
-from diffusekit.process import SDE, EndpointConditioned, ForwardProcess, Perturbed, PinnedBridge, bcast
+from diffusekit.process import SDE, EndpointConditioned, ForwardProcess, Perturbed, bcast
 from diffusekit.random import rand, randn_like
+from diffusekit_bridge.processes import BridgeProcess, SBVESchedule
 
 
 def mean_reversion_target(cond: Any, like: torch.Tensor, name: str) -> torch.Tensor:
@@ -171,46 +173,43 @@ class SBConfig(ComponentConfig):
     train_eps: float = Field(1e-4, gt=0, lt=1, description="training times t ~ U(train_eps, 1)")
 
 
-class SchroedingerBridge(ConditionalEndpoint, PinnedBridge):
-    """Schroedinger bridge with a VE schedule (SBVE) between clean x0 and noisy y.
+class SchroedingerBridge(ConditionalEndpoint, BridgeProcess):
+    """Schroedinger bridge with a VE schedule (SBVE) between clean x0 and noisy y: an instance of
+    the bridge family of the bridge plugin (``diffusekit_bridge.processes``, schedule ``sb``),
+    which holds the maths (coefficients, posterior, normalised coefficients) once.
 
     Pinned at both ends: c(0) = c(1) = 0 and x_1 = y exactly (``PinnedBridge``), so generic
-    Gaussian solvers are refused and sampling starts from y with ``sb-ode`` / ``sb-sde``."""
-
-    pinned_time = 1.0
+    Gaussian solvers are refused and sampling starts from y with ``sb-ode`` / ``sb-sde`` (the
+    bridge plugin's samplers with this process's reference grid linspace(1, t_eps, N + 1))."""
 
     Config = SBConfig
     registry_name = "sb"
     preferred_samplers = ("sb-ode", "sb-sde")
     default_parameterization = "sgmse-x0"
+    #: the speech reference's grid linspace(1, t_eps, N + 1) for the bridge samplers
+    default_grid = "process"
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self._schedule = SBVESchedule(self.config.k, self.config.c)
+
+    def schedule(self) -> SBVESchedule:
+        return self._schedule
 
     def sigma2(self, t: torch.Tensor) -> torch.Tensor:
-        k, c = self.config.k, self.config.c
-        return c * torch.expm1(2 * t * math.log(k)) / (2 * math.log(k))
-
-    def sigma_T2(self) -> float:
-        k, c = self.config.k, self.config.c
-        return c * (k ** 2 - 1) / (2 * math.log(k))
+        """sigma_t^2 = c (k^{2t} - 1) / (2 ln k) (the schedule's rho_t^2)."""
+        return self._schedule.rho2(t)
 
     def sbar2(self, t: torch.Tensor) -> torch.Tensor:
-        """sigma_1^2 - sigma_t^2 = c k^{2t} (k^{2(1-t)} - 1) / (2 ln k), exact zero at t = 1."""
-        k, c = self.config.k, self.config.c
-        return c * torch.exp(2 * t * math.log(k)) * torch.expm1(2 * (1 - t) * math.log(k)) / (2 * math.log(k))
+        """sigma_1^2 - sigma_t^2, exactly 0 at t = 1."""
+        return self._schedule.rbar2(t)
 
-    def g2(self, t: torch.Tensor) -> torch.Tensor:
-        return self.config.c * torch.exp(2 * t * math.log(self.config.k))
-
-    def coefficients(self, t):
-        s2 = self.sigma2(t)
-        sT2 = self.sigma_T2()
-        sb2 = self.sbar2(t)
-        return sb2 / sT2, s2 / sT2, torch.sqrt(s2 * sb2 / sT2)
+    def sigma_T2(self) -> float:
+        return self._schedule.rho2_1()
 
     def coefficient_derivatives(self, t):
-        s2 = self.sigma2(t)
-        sT2 = self.sigma_T2()
-        sb2 = self.sbar2(t)
-        g2 = self.g2(t)
+        s2, sb2, sT2 = self.sigma2(t), self.sbar2(t), self.sigma_T2()
+        g2 = self.config.c * torch.exp(2 * t * math.log(self.config.k))  # g(t)^2 = d sigma_t^2 / dt
         dc = g2 * (sb2 - s2) / (2 * torch.sqrt(s2 * sb2 * sT2))
         return -g2 / sT2, g2 / sT2, dc
 

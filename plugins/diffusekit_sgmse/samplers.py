@@ -16,8 +16,9 @@ float64 and would drop the imaginary part).
 ``storm``: the PC sampler on StoRM's condition stack [y, y_hat] (the OUVE reverts toward the
 predictive estimate y_hat, the network sees both); default N = 50.
 
-``sb-ode`` / ``sb-sde`` (Schroedinger bridge, Juki\'c et al. 2024), grid linspace(1, t_eps, N+1),
-start at x = y, with x0_hat from the network:
+``sb-ode`` / ``sb-sde`` (Schroedinger bridge, Juki\'c et al. 2024): the bridge plugin's
+``bridge-ode`` / ``bridge-sde`` (one implementation of the bridge steps) with the reference's
+defaults: grid linspace(1, t_eps, N+1), start at x = y, x0_hat from the network:
 
 * ODE:  x_u = m_u + (c_u / c_s) (x_s - m_s), m = a x0_hat + b y (expands to the reference's
   coefficients; at s = 1, c_s = 0 and x_s = m_s, so the ratio is set to 0 there).
@@ -38,6 +39,8 @@ from diffusekit.errors import ShapeError
 from diffusekit.process import SDE, AdditiveGaussian
 from diffusekit.random import randn_like
 from diffusekit.sampler import Plan, Sampler, SamplerConfig, StepSampler
+
+from diffusekit_bridge.samplers import BridgeODE, BridgeODEConfig, BridgeSamplerConfig, BridgeSDE
 
 from .processes import ConditionalEndpoint, SchroedingerBridge
 
@@ -144,66 +147,33 @@ class SGMSEODE(StepSampler):
         return x + h * (k1 + k2) / 2, None, pred
 
 
-class SBConfig(SamplerConfig):
+class SBSamplerConfig(BridgeSamplerConfig):
     steps: int = Field(50, ge=1, le=10_000, description="bridge steps N (reference: 50)")
+    grid: Literal["default", "framebridge", "uniform", "power", "process"] = Field(
+        "process", description="process: the reference grid linspace(1, t_eps, N+1) (see bridge-sde)")
 
 
-class _SBSampler(StepSampler):
-    Config = SBConfig
+class SBODEConfig(BridgeODEConfig):
+    steps: int = Field(50, ge=1, le=10_000, description="bridge steps N (reference: 50)")
+    grid: Literal["default", "framebridge", "uniform", "power", "process"] = Field(
+        "process", description="process: the reference grid linspace(1, t_eps, N+1) (see bridge-ode)")
+    first_step: Literal["sde", "ode"] = Field("ode", description="the reference leaves y deterministically")
+
+
+class SBODE(BridgeODE):
+    """The bridge plugin's ODE sampler with the speech reference's defaults (N 50, grid
+    linspace(1, t_eps, N + 1), deterministic first step); NFE = N."""
+
+    Config = SBODEConfig
     requires = (SchroedingerBridge,)
-    #: the posterior steps use x0_hat only; converting eps / score / v to x0 divides by
-    #: a(t), which is 0 where the bridge is pinned (t = 1)
-    accepts_parameterizations = frozenset({"x0"})
-
-    def build_plan(self, process):
-        t = torch.linspace(process.t_max, process.t_min, self.config.steps + 1, dtype=torch.float64)
-        a, b, c = process.coefficients(t)
-        s2 = process.sigma2(t)
-        return Plan(t, {"a": a, "b": b, "c": c, "s2": s2})
 
 
-class SBODE(_SBSampler):
-    """Schroedinger-bridge probability-flow ODE step (deterministic, NFE = N)."""
+class SBSDE(BridgeSDE):
+    """The bridge plugin's posterior (SDE) sampler with the speech reference's defaults (N 50,
+    grid linspace(1, t_eps, N + 1), no noise on the last step); NFE = N."""
 
-    def build_plan(self, process):
-        plan = super().build_plan(process)
-        c = plan.coef["c"]
-        ratio = torch.where(c[:-1] > 0, c[1:] / c[:-1].clamp_min(1e-300), torch.zeros_like(c[1:]))
-        return Plan(plan.t, {**plan.coef, "ratio": ratio})
-
-    def step(self, x, i, plan, denoiser, cond, generator, carry):
-        process = denoiser.process
-        pred = denoiser(x, plan.t[i].expand(x.shape[0]), cond)
-        y = process.endpoint(cond, x)
-        a, b = plan.coef["a"], plan.coef["b"]
-        m_s = a[i] * pred.x0 + b[i] * y
-        m_u = a[i + 1] * pred.x0 + b[i + 1] * y
-        return m_u + plan.coef["ratio"][i] * (x - m_s), None, pred
-
-
-class SBSDE(_SBSampler):
-    """Schroedinger-bridge posterior (SDE) step q(x_u | x_s, x0_hat); NFE = N."""
-
-    stochastic = True
-
-    def final_step_deterministic(self) -> bool:
-        return True  # no noise on the last posterior step
-
-    def build_plan(self, process):
-        plan = super().build_plan(process)
-        s2 = plan.coef["s2"]
-        r = s2[1:] / s2[:-1]
-        noise = torch.sqrt(s2[1:] * (1 - r))
-        noise[-1] = 0.0
-        return Plan(plan.t, {**plan.coef, "r": r, "noise": noise})
-
-    def step(self, x, i, plan, denoiser, cond, generator, carry):
-        pred = denoiser(x, plan.t[i].expand(x.shape[0]), cond)
-        r = plan.coef["r"][i]
-        out = r * x + (1 - r) * pred.x0
-        if i == plan.num_steps - 1:
-            return out, None, pred
-        return out + plan.coef["noise"][i] * randn_like(x, generator), None, pred
+    Config = SBSamplerConfig
+    requires = (SchroedingerBridge,)
 
 
 class OneStepConfig(SamplerConfig):

@@ -391,7 +391,8 @@ def _check_network(rec: _Recorder, net) -> None:
             raise _Skip("neither example_inputs(batch) nor sample_shape: no generic probe input")
         with torch.no_grad():
             out = net(x, t, cond)
-        assert out.shape == x.shape, f"output shape {tuple(out.shape)} != input shape {tuple(x.shape)}"
+        assert _structure(out) == _structure(x) and _batch(out) == _batch(x), (
+            f"output shape {_structure(out)} != input shape {_structure(x)} (batch {_batch(out)} vs {_batch(x)})")
         assert _finite(out), "output is not finite"
 
     rec.run("network(x, t) keeps the shape", call)
