@@ -27,7 +27,6 @@ import torch
 from pydantic import Field
 
 from diffusekit.process import SDE, AdditiveGaussian, EndpointConditioned, bcast
-from diffusekit.random import randn_like
 from diffusekit.sampler import Plan, StepSampler, per_component
 from diffusekit.state import batch_size
 
@@ -45,25 +44,36 @@ class PCConfig(AncestralConfig):
     snr: float = Field(0.16, gt=0, description="signal-to-noise ratio r of the corrector (0.16 CIFAR-10)")
     corrector_steps: int = Field(1, ge=0, le=100, description="corrector iterations per step")
     norm: Literal["batch", "sample"] = Field("batch", description="Langevin norms: batch mean (paper) or per sample")
+    scale_eps: float = Field(1.0, gt=0, description="corrector noise scale (GDSS's scale_eps; 1 = Langevin)")
 
 
 def langevin_step(x: torch.Tensor, score: torch.Tensor, z: torch.Tensor, alpha, snr: float,
-                  norm: str = "sample") -> torch.Tensor:
-    """x + eps s + sqrt(2 eps) z with eps = 2 alpha (snr |z| / |s|)^2."""
+                  norm: str = "sample", scale_eps: float = 1.0) -> torch.Tensor:
+    """x + eps s + scale_eps sqrt(2 eps) z with eps = 2 alpha (snr |z| / |s|)^2 (``scale_eps``
+    < 1 shrinks only the injected noise, not the step size: Jo et al. 2022, GDSS)."""
     g = score.flatten(1).norm(dim=1)
     n = z.flatten(1).norm(dim=1)
     if norm == "batch":
         g, n = g.mean().expand_as(g), n.mean().expand_as(n)
     eps = 2 * alpha * (snr * n / g.clamp_min(torch.finfo(g.dtype).tiny)) ** 2
     eps = bcast(eps, x)
-    return x + eps * score + torch.sqrt(2 * eps) * z
+    return x + eps * score + scale_eps * torch.sqrt(2 * eps) * z
 
 
 def annealed_langevin_step(x: torch.Tensor, score: torch.Tensor, z: torch.Tensor, alpha, snr: float,
-                           std) -> torch.Tensor:
-    """x + eps s + sqrt(2 eps) z with eps = 2 alpha (snr c(t))^2 (NCSN's annealed Langevin)."""
+                           std, scale_eps: float = 1.0) -> torch.Tensor:
+    """x + eps s + scale_eps sqrt(2 eps) z with eps = 2 alpha (snr c(t))^2 (NCSN's annealed Langevin)."""
     eps = 2 * alpha * (snr * std) ** 2
-    return x + eps * score + torch.sqrt(2 * eps) * z
+    return x + eps * score + scale_eps * torch.sqrt(2 * eps) * z
+
+
+def corrector_step(kind: str, x: torch.Tensor, score: torch.Tensor, z: torch.Tensor, alpha, snr: float, std,
+                   norm: str = "batch", scale_eps: float = 1.0) -> torch.Tensor:
+    """One corrector update: ``"langevin"`` (:func:`langevin_step`) or ``"ald"``
+    (:func:`annealed_langevin_step`, ``std`` = c(t)); shared with the GDSS ``s4`` solver."""
+    if kind == "langevin":
+        return langevin_step(x, score, z, alpha, snr, norm, scale_eps)
+    return annealed_langevin_step(x, score, z, alpha, snr, std, scale_eps)
 
 
 class PredictorCorrector(StepSampler):
@@ -118,11 +128,9 @@ class PredictorCorrector(StepSampler):
         pred = None
 
         def correct(proc, xk, score, plan_k):
-            z = randn_like(xk, generator)
-            alpha = plan_k.coef["alpha"][i]
-            if c.corrector == "langevin":
-                return langevin_step(xk, score, z, alpha, c.snr, c.norm)
-            return annealed_langevin_step(xk, score, z, alpha, c.snr, plan_k.coef["marginal_std"][i])
+            z = proc.noise_like(xk, generator, cond)
+            return corrector_step(c.corrector, xk, score, z, plan_k.coef["alpha"][i], c.snr,
+                                  plan_k.coef["marginal_std"][i], c.norm, c.scale_eps)
 
         if c.corrector != "none":
             for _ in range(c.corrector_steps):

@@ -21,7 +21,7 @@ from typing import Literal
 
 import torch
 
-from diffusekit.process import SDE, bcast
+from diffusekit.process import SDE, AdditiveGaussian, bcast
 from diffusekit.random import randn_like
 
 from .discretization import Discretization, step_coefficients
@@ -46,10 +46,13 @@ class Predictor:
         raise NotImplementedError
 
 
-def _noisy(mean: torch.Tensor, std: torch.Tensor, generator, add_noise: bool):
+def _noisy(mean: torch.Tensor, std: torch.Tensor, generator, add_noise: bool, process=None, cond=None):
+    """mean + std z with z from the process's noise law (``AdditiveGaussian.noise_like``)."""
     if not add_noise:
         return mean
-    return mean + bcast(std, mean) * randn_like(mean, generator)
+    z = process.noise_like(mean, generator, cond) if isinstance(process, AdditiveGaussian) else \
+        randn_like(mean, generator)
+    return mean + bcast(std, mean) * z
 
 
 class EulerMaruyamaPredictor(Predictor):
@@ -62,7 +65,7 @@ class EulerMaruyamaPredictor(Predictor):
 
     def update(self, x, i, coef, t, score, process, cond, generator, add_noise=True):
         mean = x - process.drift(x, t, cond) * coef["dt"][i] + coef["g2dt"][i] * score
-        return _noisy(mean, coef["std"][i], generator, add_noise), mean
+        return _noisy(mean, coef["std"][i], generator, add_noise, process, cond), mean
 
 
 class ReverseDiffusionPredictor(Predictor):
@@ -74,7 +77,7 @@ class ReverseDiffusionPredictor(Predictor):
 
     def update(self, x, i, coef, t, score, process, cond, generator, add_noise=True):
         mean = coef["keep"][i] * x + coef["G2"][i] * score
-        return _noisy(mean, coef["std"][i], generator, add_noise), mean
+        return _noisy(mean, coef["std"][i], generator, add_noise, process, cond), mean
 
 
 class AncestralPredictor(Predictor):
@@ -93,7 +96,7 @@ class AncestralPredictor(Predictor):
 
     def update(self, x, i, coef, t, score, process, cond, generator, add_noise=True):
         mean = coef["inv_r"][i] * (x + coef["G2"][i] * score)
-        return _noisy(mean, coef["std"][i], generator, add_noise), mean
+        return _noisy(mean, coef["std"][i], generator, add_noise, process, cond), mean
 
 
 PREDICTORS: dict[str, type[Predictor]] = {

@@ -1,0 +1,57 @@
+"""Ready pipeline configs for ``diffusekit train gdss-community-small --out RUN`` and
+``diffusekit train gdss-grid --out RUN``, sized to train in about 15 minutes on one CPU core
+(see docs/plugins/gdss.md for the measured times). The process's ``node_counts`` are the
+train split's graph sizes, so unconditional sampling draws graph sizes like the data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .data import load_graphs, node_count_weights, split_graphs
+
+#: grid sides of the CPU recipe (the paper uses 10..19, up to 361 nodes)
+GRID_SIDES = (4, 10)
+
+
+def _network(max_nodes: int, num_features: int, **over) -> dict[str, Any]:
+    net = {"name": "gdss-net", "max_nodes": max_nodes, "num_features": num_features, "depth": 2, "nhid": 16,
+           "adim": 16, "heads": 4, "layers": 3, "linears": 2, "c_init": 2, "c_hid": 8, "c_final": 4}
+    net.update(over)
+    return net
+
+
+def community_small_recipe() -> dict[str, Any]:
+    """GDSS on community-small (12..20 nodes): the paper's SDEs VP(0.1, 1) for X and A, its
+    network sizes, Euler-Maruyama + Langevin (snr 0.05, scale_eps 0.7), 1000 steps."""
+    train = split_graphs(load_graphs("community-small", 0), "train", 0)
+    n, f = 20, 10
+    return {
+        "process": {"name": "gdss", "preset": "community-small", "max_nodes": n, "num_features": f,
+                    "node_counts": node_count_weights(train, n)},
+        "parameterization": {"name": "eps", "reduce": "sum"},
+        "network": _network(n, f),
+        "sampler": {"name": "pc", "steps": 1000, "predictor": "euler-maruyama", "corrector": "langevin",
+                    "snr": 0.05, "scale_eps": 0.7, "norm": "batch"},
+        "data": {"name": "community-small", "split": "train", "max_nodes": n, "num_features": f},
+        "train": {"steps": 2500, "batch_size": 32, "lr": 5e-3, "weight_decay": 1e-4, "grad_clip": 1.0,
+                  "ema": 0.999, "warmup": 100},
+    }
+
+
+def grid_recipe() -> dict[str, Any]:
+    """GDSS on small 2-D grids (sides 4..9, 16..81 nodes; the paper: 10..19): the paper's SDEs
+    VP(0.1, 1) for X and VP(0.2, 0.8) for A, the S4 solver, 1000 steps."""
+    lo, hi = GRID_SIDES
+    graphs = load_graphs("grid", 0, side_min=lo, side_max=hi)
+    train = split_graphs(graphs, "train", 0)
+    n, f = (hi - 1) ** 2, 5
+    return {
+        "process": {"name": "gdss", "preset": "grid", "max_nodes": n, "num_features": f,
+                    "node_counts": node_count_weights(train, n)},
+        "parameterization": {"name": "eps", "reduce": "sum"},
+        "network": _network(n, f),
+        "sampler": {"name": "s4", "steps": 1000, "corrector": "langevin", "snr": 0.1, "scale_eps": 0.7},
+        "data": {"name": "grid", "split": "train", "max_nodes": n, "num_features": f, "side_min": lo, "side_max": hi},
+        "train": {"steps": 2400, "batch_size": 8, "lr": 5e-3, "weight_decay": 1e-4, "grad_clip": 1.0,
+                  "ema": 0.999, "warmup": 100},
+    }

@@ -1,0 +1,134 @@
+"""GDSS networks (symmetry, masking, permutation equivariance, time conditioning), training and
+sampling through the pipeline, save / load, to_networkx, the CLI writers and the datasets."""
+
+from __future__ import annotations
+
+import json
+
+import networkx as nx
+import pytest
+import torch
+
+import diffusekit as dk
+from diffusekit.testing.conformance import check_object
+
+from diffusekit_gdss import to_networkx
+from diffusekit_gdss.data import grid_graphs, load_graphs, split_graphs
+from diffusekit_gdss.networks import GDSSNetwork
+
+SMALL = {"max_nodes": 8, "num_features": 4, "nhid": 8, "adim": 8, "c_hid": 4, "c_final": 2, "layers": 2}
+
+
+def test_network_outputs_are_symmetric_masked_and_permutation_equivariant():
+    torch.manual_seed(0)
+    net = GDSSNetwork(**SMALL).eval()
+    x, t, flags = net.example_inputs(3)
+    with torch.no_grad():
+        out = net(x, t, flags)
+    a = out["adj"]
+    assert torch.allclose(a, a.transpose(1, 2), atol=1e-6)
+    assert float(a.diagonal(dim1=1, dim2=2).abs().max()) == 0.0
+    pad = flags == 0
+    assert float(out["x"][pad].abs().sum()) == 0.0 and float(a[pad].abs().sum()) == 0.0
+    perm = torch.randperm(8)
+    xp = {"x": x["x"][:, perm], "adj": x["adj"][:, perm][:, :, perm]}
+    with torch.no_grad():
+        outp = net(xp, t, flags[:, perm])
+    assert torch.allclose(outp["x"], out["x"][:, perm], atol=1e-5)
+    assert torch.allclose(outp["adj"], out["adj"][:, perm][:, :, perm], atol=1e-5)
+
+
+def test_paper_network_ignores_t_and_the_time_conditioned_option_reads_it():
+    torch.manual_seed(0)
+    for conditioned in (False, True):
+        net = GDSSNetwork(**SMALL, time_conditioned=conditioned).eval()
+        x, t, flags = net.example_inputs(2)
+        with torch.no_grad():
+            d = (net(x, t, flags)["adj"] - net(x, t * 0.1, flags)["adj"]).abs().max()
+        assert (float(d) > 1e-4) == conditioned
+        assert net.time_conditioned == conditioned
+    res = check_object("network", GDSSNetwork(**SMALL))
+    assert all(r.status == "pass" for r in res), [r.line() for r in res]
+
+
+def test_datasets_fixed_splits_and_protocol():
+    graphs = load_graphs("community-small", 0)
+    assert len(graphs) == 100 and {g.number_of_nodes() for g in graphs} <= set(range(12, 21, 2))
+    for g in graphs:  # two communities of n / 2 nodes joined by at least one bridge
+        half = g.number_of_nodes() // 2
+        assert any((u < half) != (v < half) for u, v in g.edges())
+        assert nx.density(g.subgraph(range(half))) > 0.3
+    train, test = split_graphs(graphs, "train", 0), split_graphs(graphs, "test", 0)
+    assert len(train) == 80 and len(test) == 20
+    assert not ({id(g) for g in train} & {id(g) for g in test})
+    again = split_graphs(load_graphs("community-small", 0), "test", 0)
+    assert all(nx.utils.graphs_equal(a, b) for a, b in zip(test, again))
+    assert len(grid_graphs(10, 20)) == 100 and max(g.number_of_nodes() for g in grid_graphs(10, 20)) == 361
+    ex = dk.create("dataset", {"name": "community-small", "split": "test"})
+    assert ex.x["adj"].shape == (20, 20, 20) and ex.cond.shape == (20, 20)
+    sizes = ex.cond.sum(1)
+    assert torch.equal(sizes, torch.tensor([float(g.number_of_nodes()) for g in test]))
+    assert torch.equal(ex.x["adj"], ex.x["adj"].transpose(1, 2))
+    assert len(dk.create("dataset", {"name": "grid", "side_min": 3, "side_max": 5, "n": 3}).x["adj"]) == 3
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A GDSS pipeline trained 40 steps on community-small graphs, saved."""
+    torch.manual_seed(0)
+    cfg = dk.create("recipe", "gdss-community-small")
+    cfg["network"].update({"nhid": 8, "adim": 8, "c_hid": 4, "c_final": 2, "layers": 2})
+    cfg["sampler"] = {"name": "s4", "steps": 20}
+    data = cfg.pop("data")
+    cfg.pop("train")
+    pipe = dk.Pipeline.from_config(cfg)
+    res = dk.train(pipe, data, steps=40, batch_size=16, lr=5e-3, ema=0.0, progress=False)
+    assert res.losses[-1] < res.losses[0]  # it learns something within 40 steps
+    run = tmp_path_factory.mktemp("gdss") / "run"
+    pipe.save(run)
+    return run
+
+
+def test_sampling_save_load_and_to_networkx(tiny_run):
+    pipe = dk.Pipeline.load(tiny_run)
+    out = pipe.sample(5, generator=[0, 1, 2, 3, 4])
+    again = dk.Pipeline.load(tiny_run).sample(5, generator=[0, 1, 2, 3, 4])
+    assert all(torch.equal(out[k], again[k]) for k in out)
+    assert pipe.last_nfe == 20
+    flags = pipe.process.sample_cond(5, [torch.Generator().manual_seed(s) for s in range(5)])
+    graphs = to_networkx(out)
+    assert [g.number_of_nodes() for g in graphs] == flags.sum(1).int().tolist()  # padding respected
+    assert [g.number_of_nodes() for g in to_networkx(out, flags=torch.ones(5, 20))] == [20] * 5
+    assert all(isinstance(g, nx.Graph) and nx.number_of_selfloops(g) == 0 for g in graphs)
+    pc = pipe.sample(2, sampler={"name": "pc", "steps": 5, "corrector": "langevin", "snr": 0.05, "scale_eps": 0.7})
+    assert torch.equal(pc["adj"], pc["adj"].transpose(1, 2))
+
+
+def test_cli_sample_writes_node_link_json_and_a_picture(tiny_run, tmp_path, capsys):
+    from diffusekit.cli import main
+
+    out = tmp_path / "graphs.json"
+    assert main(["sample", str(tiny_run), "--n", "3", "--out", str(out), "--quiet"]) == 0
+    data = json.loads(out.read_text())
+    assert isinstance(data, list) and len(data) == 3
+    graphs = [nx.node_link_graph(d, edges="links") for d in data]
+    assert all(12 <= g.number_of_nodes() <= 20 for g in graphs)  # sizes from the train split's node counts
+    png = tmp_path / "grid.png"
+    assert main(["sample", str(tiny_run), "--n", "4", "--out", str(png), "--quiet"]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "sampled and held-out data graphs" in capsys.readouterr().out  # the run records its dataset
+
+
+@pytest.mark.slow
+def test_network_exports_to_onnx_with_one_input_per_leaf(tmp_path):
+    import onnx
+
+    from diffusekit_onnx.export_denoiser import export_network
+
+    torch.manual_seed(0)
+    net = GDSSNetwork(**SMALL).eval()
+    report = export_network(net, tmp_path / "gdss.onnx")
+    assert report.max_abs_err <= 1e-4 or report.max_rel_err <= 1e-4, report
+    model = onnx.load(str(tmp_path / "gdss.onnx"))
+    assert [i.name for i in model.graph.input] == ["x_t.adj", "x_t.x", "t", "cond"]
+    assert [o.name for o in model.graph.output] == ["out.adj", "out.x"]
