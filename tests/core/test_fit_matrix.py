@@ -132,20 +132,22 @@ def test_sample_with_another_sampler_is_checked_like_construction():
 
 
 def test_sample_with_another_sampler_rechecks_guidance_fit():
-    """CFG++ needs a renoising sampler: construction refuses dpm-solver++, and so does
-    sample(sampler=...) (the same fit check, guidance included)."""
+    """CFG++ needs a sampler that renoises with the guided estimate: construction refuses
+    EDM's heun, and so does sample(sampler=...) (the same fit check, guidance included)."""
     spec = {"process": "vp", "parameterization": "eps",
             "network": {"name": "mlp", "dim": 2, "hidden": 16, "depth": 1, "num_classes": 3},
             "conditioner": {"name": "label", "num_classes": 3}, "guidance": {"name": "cfg++"}}
     with pytest.raises(CompatibilityError, match="cfg\\+\\+"):
-        dk.Pipeline(**spec, sampler={"name": "dpm-solver++", "steps": 3})
+        dk.Pipeline(**spec, sampler={"name": "heun", "steps": 3})
     pipe = dk.Pipeline(**spec, sampler={"name": "ddim-renoise", "steps": 3})
     labels = torch.tensor([0, 1])
     assert pipe.sample(2, cond=labels, generator=[0, 1]).shape == (2, 2)
     with pytest.raises(CompatibilityError, match="cfg\\+\\+"):
-        pipe.sample(2, cond=labels, sampler={"name": "dpm-solver++", "steps": 3})
+        pipe.sample(2, cond=labels, sampler={"name": "heun", "steps": 3})
+    # every multistep Gaussian solver renoises with the guided estimate
+    assert pipe.sample(2, cond=labels, sampler={"name": "dpm-solver++", "steps": 3}).shape == (2, 2)
     # guidance swapped per call is checked too: cfg++ on a pipeline whose sampler does not renoise
-    plain = dk.Pipeline(**{**spec, "guidance": None}, sampler={"name": "dpm-solver++", "steps": 3})
+    plain = dk.Pipeline(**{**spec, "guidance": None}, sampler={"name": "heun", "steps": 3})
     with pytest.raises(CompatibilityError, match="cfg\\+\\+"):
         plain.sample(2, cond=labels, guidance={"name": "cfg++"})
     assert plain.sample(2, cond=labels, guidance={"name": "cfg", "scale": 2.0}).shape == (2, 2)

@@ -32,6 +32,8 @@ def test_readme_composition_example_runs(tmp_path, monkeypatch, capsys):
     torch.manual_seed(0)
     exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
     out = capsys.readouterr().out
-    values = [float(v) for v in re.findall(r"(-?\d+\.\d+)", out)]
+    mmd_line = [ln for ln in out.splitlines() if ln.startswith("MMD to held-out data")]  # not progress lines
+    assert len(mmd_line) == 1, out
+    values = [float(v) for v in re.findall(r"(-?\d+\.\d+)", mmd_line[0])]
     assert len(values) == 2 and all(v < 0.02 for v in values), out
     assert (tmp_path / "runs" / "readme" / "model.safetensors").exists()

@@ -66,17 +66,24 @@ def test_sample_to_a_directory_writes_shards_and_resumes(run_dir, tmp_path, caps
     assert code == 2 and "batch_size = 2, this run has 3); pass --batch-size 2" in err
 
 
-def test_sample_to_a_file_is_unchanged_and_refuses_batch_size(run_dir, tmp_path, capsys):
+def test_sample_to_a_file_matches_the_sample_directory_and_chunks(run_dir, tmp_path, capsys):
+    """A file holds the same samples as a sample directory (sample i uses seed + i), whatever
+    --batch-size bounds the memory with."""
     target = tmp_path / "x.safetensors"
     code, stdout, err = _run(capsys, "sample", str(run_dir), "--n", "4", "--out", str(target), "--quiet")
     assert code == 0, err
     assert "wrote 4 samples (3 NFE)" in stdout
     from safetensors.torch import load_file
 
-    again = dk.Pipeline.load(run_dir).sample(4, generator=torch.Generator().manual_seed(0))
+    again = dk.Pipeline.load(run_dir).sample(4, generator=[0, 1, 2, 3])
     assert torch.equal(load_file(str(target))["samples"], again)
-    code, _, err = _run(capsys, "sample", str(run_dir), "--n", "4", "--batch-size", "2", "--out", str(target))
-    assert code == 2 and "batch_size: --batch-size applies to sharded output" in err
+    shards = tmp_path / "shards"
+    dist.sample(dk.Pipeline.load(run_dir), 4, shards, batch_size=4, seed=0)
+    assert torch.equal(dist.load_samples(shards), again)
+    code, _, err = _run(capsys, "sample", str(run_dir), "--n", "4", "--batch-size", "2", "--out", str(target),
+                        "--quiet")
+    assert code == 0, err
+    torch.testing.assert_close(load_file(str(target))["samples"], again, rtol=1e-6, atol=1e-5)
 
 
 def test_evaluate_command(run_dir, tmp_path, capsys):
