@@ -18,7 +18,7 @@ HEAVY = 1_000_000
 #: small networks whose graphs take long to export: the SE(3) pose head unrolls 30 matrix
 #: squarings (15-45 s here), the GDSS graph network's per-channel attention ~50 s; they run
 #: in the full tier
-HEAVY_GRAPH = {"registration", "kabsch", "gdss-net"}
+HEAVY_GRAPH = {"registration", "kabsch", "gdss-net", "video-unet"}  # exports of 10 s and more
 
 
 def _params():

@@ -32,6 +32,7 @@ def _infos(out) -> dict:
     return {p["name"]: p for p in json.loads(out.stdout)}
 
 
+@pytest.mark.slow
 def test_sys_exit_at_import_is_isolated(tmp_path):
     make_dist(tmp_path, "dk-exiter", "dk_exiter", "import sys\nsys.exit(0)\n")
     out = _cli(tmp_path, "plugins", "--json")

@@ -106,6 +106,7 @@ def test_large_n_is_chunked_and_equals_one_batch(run, tmp_path, capsys):
         pipe.sample(4, batch_size=0)
 
 
+@pytest.mark.slow
 def test_tensorrt_export_without_gpu_fails_and_keeps_model_onnx(run, capsys):
     pytest.importorskip("onnx")
     if torch.cuda.is_available():
@@ -120,6 +121,7 @@ def test_tensorrt_export_without_gpu_fails_and_keeps_model_onnx(run, capsys):
     assert not (run / "model.engine").exists()
 
 
+@pytest.mark.slow
 def test_cuda_without_gpu_is_a_clear_error_and_onnxruntime_falls_back(run):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
@@ -193,6 +195,7 @@ def test_enhance_refuses_options_that_would_hang_or_fail(speech_run, tmp_path, c
     assert match in _err_line(capsys)
 
 
+@pytest.mark.slow
 def test_damaged_onnx_file_is_a_one_line_error(run, tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     assert main(["export", str(run), "--format", "onnx"]) == 0

@@ -23,6 +23,7 @@ def _hidden_files(d):
     return sorted(p.name for p in d.iterdir() if p.name.startswith("."))
 
 
+@pytest.mark.slow
 def test_full_disk_mid_save_keeps_the_previous_run(tmp_path):
     run = tmp_path / "run"
     old = small_pipe(0)

@@ -83,6 +83,7 @@ def test_progress_lines_when_output_is_not_a_terminal():
     assert quiet.getvalue() == ""  # a short job prints nothing
 
 
+@pytest.mark.slow
 def test_dk_train_defaults_report_progress_to_a_redirected_log(tmp_path):
     code = ("import diffusekit as dk\n"
             "pipe = dk.Pipeline.from_config({'process': 'vp', 'parameterization': 'eps', "
