@@ -147,6 +147,7 @@ def _diffusekit() -> list[str]:
     return [exe] if exe else [sys.executable, "-m", "diffusekit.cli"]
 
 
+@pytest.mark.slow
 def test_broken_plugin_is_listed_and_strict_mode_fails(tmp_path):
     make_dist(tmp_path, "dk-cli-broken", "dk_cli_broken_plugin", BROKEN_PLUGIN)
     out = subprocess.run(_diffusekit() + ["plugins", "--json"], capture_output=True, text=True, timeout=300,

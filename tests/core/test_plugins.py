@@ -58,6 +58,7 @@ def test_provenance_recorded_per_component():
     assert dk.info("vp")[0]["plugin"] == "sde"
 
 
+@pytest.mark.slow
 def test_loading_is_lazy(tmp_path):
     import subprocess
     import sys

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 import diffusekit as dk
 from diffusekit.sampler import Sampler
 
@@ -28,6 +30,7 @@ def test_global_registry_is_untouched_afterwards():
     assert "vp" in dk.components("process")
 
 
+@pytest.mark.slow
 def test_fixture_in_a_third_party_test_suite(tmp_path):
     """A plugin author's suite gets the fixture without any conftest (pytest11 entry point)."""
     (tmp_path / "test_author.py").write_text(textwrap.dedent('''

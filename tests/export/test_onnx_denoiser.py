@@ -194,6 +194,7 @@ def test_cfg_folded_as_one_batched_call(tmp_path):
     assert (x_t - x_o).abs().max() <= 1e-3
 
 
+@pytest.mark.slow
 def test_fp16_export_has_its_own_tolerances(exported, tmp_path):
     pipe, _, _ = exported
     report = dk.export(pipe, "onnx", tmp_path / "m16.onnx", fp16=True)
@@ -204,6 +205,7 @@ def test_fp16_export_has_its_own_tolerances(exported, tmp_path):
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # IO stays fp32
 
 
+@pytest.mark.slow
 def test_cli_export_prints_the_report(exported, tmp_path, capsys):
     import json
 

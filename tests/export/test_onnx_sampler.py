@@ -188,6 +188,7 @@ def _deterministic_step_samplers():
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", _deterministic_step_samplers())
 def test_every_deterministic_registered_step_sampler_has_a_graph_module(name):
     """Scan or unrolled, the traced module equals Pipeline.sample for every registered

@@ -90,6 +90,7 @@ def small_pipe():
                                     "sampler": {"name": "ode", "method": "euler", "steps": 4}})
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CPU-only behaviour")
 def test_cpu_export_writes_verified_onnx_and_build_plan(small_pipe, tmp_path):
     report = dk.export(small_pipe, "tensorrt", tmp_path / "model.engine", fp16=True, max_batch=32)
