@@ -78,6 +78,35 @@ def format_validation_error(err: ValidationError, loc: str = "", model: type[Bas
     return exc
 
 
+def check_number(name: str, value: Any, *, integer: bool = False, low: float | None = None,
+                 high: float | None = None, low_open: bool = False, high_open: bool = False,
+                 none_ok: bool = False, fix: str = "", loc: str | None = None) -> Any:
+    """Validate a plain argument (not a component config): an int (never a bool) or a finite
+    number, within [low, high] (open ends with ``low_open`` / ``high_open``), or None when
+    ``none_ok``. The error names ``loc`` (default ``name``), the bound, the value and ``fix``."""
+    import math
+
+    if value is None and none_ok:
+        return value
+    kind = "an integer" if integer else "a number"
+    ok = not isinstance(value, bool) and (isinstance(value, int) if integer else isinstance(value, (int, float)))
+    if ok and not integer:
+        ok = math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        rng = ""
+        if low is not None or high is not None:
+            lo = "" if low is None else f"{'>' if low_open else '>='} {low}"
+            hi = "" if high is None else f"{'<' if high_open else '<='} {high}"
+            rng = " " + " and ".join(x for x in (lo, hi) if x)
+        raise ConfigError(f"{name} must be {kind}{rng}{' or None' if none_ok else ''}, got {value!r}"
+                          + (f"; {fix}" if fix else ""), loc=loc or name)
+    return value
+
+
 def validate_params(model: type[BaseModel] | None, params: dict[str, Any], loc: str = "") -> BaseModel | dict:
     if model is None:
         return dict(params)

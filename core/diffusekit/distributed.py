@@ -30,11 +30,12 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 
 from . import state as st
+from .config import check_number
 from .errors import ConfigError, DiffusekitError, IntegrityError
 from .fit import batch_coupling
 # atomic writes and hashes live in diffusekit.files (re-exported: dk.distributed.atomic_write)
@@ -200,21 +201,14 @@ def propagate_errors(what: str) -> Iterator[None]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _check_int(name: str, value: Any, minimum: int | None, loc: str | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
-        need = "an integer" if minimum is None else f"an integer >= {minimum}"
-        raise ConfigError(f"{name} must be {need}, got {value!r}", loc=loc or name)
-    return value
-
-
 def shard_range(n: int, rank: int, world: int) -> range:
     """The contiguous range of ``n`` items that ``rank`` of ``world`` processes handles.
 
     Ranges are disjoint, cover ``range(n)`` in rank order and differ in size by at most one
     (earlier ranks take the remainder); a rank may get an empty range when ``n < world``."""
-    _check_int("n", n, 0)
-    _check_int("world", world, 1)
-    _check_int("rank", rank, 0)
+    check_number("n", n, integer=True, low=0)
+    check_number("world", world, integer=True, low=1)
+    check_number("rank", rank, integer=True, low=0)
     if rank >= world:
         raise ConfigError(f"rank {rank} is not below world size {world}", loc="rank")
     base, extra = divmod(n, world)
@@ -488,11 +482,11 @@ def sample(pipe, n: int, out: str | os.PathLike, batch_size: int = 64, seed: int
     """
     from .pipeline import check_cond
 
-    _check_int("n", n, 1)
-    _check_int("batch_size", batch_size, 1)
-    _check_int("seed", seed, 0)
+    check_number("n", n, integer=True, low=1)
+    check_number("batch_size", batch_size, integer=True, low=1)
+    check_number("seed", seed, integer=True, low=0)
     if stop_after_shards is not None:
-        _check_int("stop_after_shards", stop_after_shards, 0)
+        check_number("stop_after_shards", stop_after_shards, integer=True, low=0)
     check_cond(cond, n)
     out = Path(out)
     if out.exists() and not out.is_dir():

@@ -16,6 +16,7 @@ from torch import nn
 
 from . import distributed
 from . import state as st
+from .config import check_number
 from .errors import ConfigError, DiffusekitError, NonFiniteError, WriteError
 from .state import Example
 
@@ -255,7 +256,7 @@ def _find_checkpoint(root: Path) -> tuple[Path | None, list[str]]:
 
 
 def _check_resume(path: Path, meta: dict, pipe, fingerprint: dict, steps: int) -> int:
-    from .io import config_differences
+    from .io import config_differences, weights_config
 
     step = meta.get("step")
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
@@ -263,9 +264,7 @@ def _check_resume(path: Path, meta: dict, pipe, fingerprint: dict, steps: int) -
     if step > steps:
         raise ConfigError(f"{path} is at step {step}, beyond steps={steps}; raise steps to continue the run",
                           loc="train.steps")
-    saved = {k: v for k, v in (meta.get("pipeline") or {}).items() if k != "sampler"}
-    now = {k: v for k, v in pipe.config.items() if k != "sampler"}
-    diffs = config_differences(saved, now)
+    diffs = config_differences(weights_config(meta.get("pipeline") or {}), weights_config(pipe.config))
     if diffs:
         raise ConfigError(f"cannot resume {path}: the pipeline differs from the checkpoint's "
                           f"({'; '.join(diffs[:6])}); resume with the same config, or train into a new out_dir",
@@ -350,31 +349,6 @@ def _resume_point(out_dir: Path, resume: bool) -> Path | None:
     return None
 
 
-def _check_number(name: str, value: Any, *, integer: bool = False, low: float | None = None,
-                  high: float | None = None, low_open: bool = False, high_open: bool = False,
-                  none_ok: bool = False, fix: str = "") -> None:
-    import math
-
-    if value is None and none_ok:
-        return
-    kind = "an integer" if integer else "a number"
-    ok = not isinstance(value, bool) and (isinstance(value, int) if integer else isinstance(value, (int, float)))
-    if ok and not integer:
-        ok = math.isfinite(value)
-    if ok and low is not None:
-        ok = value > low if low_open else value >= low
-    if ok and high is not None:
-        ok = value < high if high_open else value <= high
-    if not ok:
-        rng = ""
-        if low is not None or high is not None:
-            lo = "" if low is None else f"{'>' if low_open else '>='} {low}"
-            hi = "" if high is None else f"{'<' if high_open else '<='} {high}"
-            rng = " " + " and ".join(x for x in (lo, hi) if x)
-        raise ConfigError(f"{name} must be {kind}{rng}{' or None' if none_ok else ''}, got {value!r}"
-                          + (f"; {fix}" if fix else ""), loc=f"train.{name}")
-
-
 def train(pipe, data: Any, steps: int = 1000, batch_size: int = 256, lr: float = 2e-3,
           weight_decay: float = 0.0, warmup: int = 0, grad_clip: float | None = 1.0,
           ema: float | None = 0.999, seed: int = 0, out_dir: str | os.PathLike | None = None,
@@ -392,20 +366,20 @@ def train(pipe, data: Any, steps: int = 1000, batch_size: int = 256, lr: float =
     with. ``progress``: a bar on a terminal, else a line every 10 s. ``stop_after`` ends the run
     early after that many steps (used to test resumption).
     """
-    _check_number("steps", steps, integer=True, low=1)
-    _check_number("batch_size", batch_size, integer=True, low=1)
-    _check_number("lr", lr, low=0, low_open=True)
-    _check_number("weight_decay", weight_decay, low=0)
-    _check_number("warmup", warmup, integer=True, low=0, fix="the number of steps over which lr ramps up from 0")
-    _check_number("grad_clip", grad_clip, low=0, low_open=True, none_ok=True,
+    check_number("steps", steps, loc="train.steps", integer=True, low=1)
+    check_number("batch_size", batch_size, loc="train.batch_size", integer=True, low=1)
+    check_number("lr", lr, loc="train.lr", low=0, low_open=True)
+    check_number("weight_decay", weight_decay, loc="train.weight_decay", low=0)
+    check_number("warmup", warmup, loc="train.warmup", integer=True, low=0, fix="the number of steps over which lr ramps up from 0")
+    check_number("grad_clip", grad_clip, loc="train.grad_clip", low=0, low_open=True, none_ok=True,
                   fix="the maximum gradient norm (None: no clipping)")
-    _check_number("ema", ema, low=0, high=1, high_open=True, none_ok=True,
+    check_number("ema", ema, loc="train.ema", low=0, high=1, high_open=True, none_ok=True,
                   fix="the EMA decay, e.g. 0.999 (None or 0: no EMA)")
-    _check_number("seed", seed, integer=True)
-    _check_number("checkpoint_every", checkpoint_every, integer=True, low=0, fix="0 writes no checkpoints")
-    _check_number("log_every", log_every, integer=True, low=0)
-    _check_number("keep_checkpoints", keep_checkpoints, integer=True, low=1)
-    _check_number("stop_after", stop_after, integer=True, low=1, none_ok=True)
+    check_number("seed", seed, loc="train.seed", integer=True)
+    check_number("checkpoint_every", checkpoint_every, loc="train.checkpoint_every", integer=True, low=0, fix="0 writes no checkpoints")
+    check_number("log_every", log_every, loc="train.log_every", integer=True, low=0)
+    check_number("keep_checkpoints", keep_checkpoints, loc="train.keep_checkpoints", integer=True, low=1)
+    check_number("stop_after", stop_after, loc="train.stop_after", integer=True, low=1, none_ok=True)
     if (checkpoint_every or resume) and out_dir is None:
         raise ConfigError("checkpointing / resume needs out_dir", loc="train.out_dir")
     if out_dir is not None and distributed.is_main():
