@@ -67,7 +67,8 @@ def _provenance(cfg: dict) -> dict:
     return provenance
 
 
-def _weights_config(cfg: dict) -> dict:
+def weights_config(cfg: dict) -> dict:
+    """The keys of a pipeline config that define what its weights mean (all but the sampler)."""
     return {k: v for k, v in cfg.items() if k not in NOT_BOUND_TO_WEIGHTS}
 
 
@@ -103,7 +104,7 @@ def save_pipeline(pipe, directory) -> None:
     remove_stale_temps(d / JOURNAL_FILE)  # a journal write that was itself interrupted
     weights_pending, config_pending = _pending(d, WEIGHTS_FILE), _pending(d, CONFIG_FILE)
     try:
-        bound = canonical_json(_weights_config(cfg))
+        bound = canonical_json(weights_config(cfg))
         metadata = {"format": str(FORMAT_VERSION), "diffusekit": versions()["diffusekit"],
                     "config_sha256": sha256_text(bound), "config": bound}
         save_file(state_tensors(pipe), str(weights_pending), metadata=metadata)
@@ -213,7 +214,7 @@ def verify_files(directory, doc: dict) -> None:
         raise IntegrityError(f"{path} is not a readable safetensors file ({exc})") from None
     if "config" in meta:
         saved = json.loads(meta["config"])
-        current = _weights_config(doc["pipeline"])
+        current = weights_config(doc["pipeline"])
         if canonical_json(saved) != canonical_json(current):
             diffs = config_differences(saved, current)
             raise ConfigError(

@@ -326,6 +326,11 @@ class Pipeline:
             seeds = torch.randint(0, 2**62, (n,), generator=generator).tolist()  # one seed per sample
             gens = [torch.Generator().manual_seed(s) for s in seeds]
         sampler, guides = self.call_components(kwargs.get("sampler"), kwargs.get("guidance"))
+        # every chunk uses these objects: a spec is resolved (and its plan built) once, not per chunk
+        if kwargs.get("sampler") is not None:
+            kwargs["sampler"] = sampler
+        if kwargs.get("guidance") is not None:
+            kwargs["guidance"] = guides
         coupling = batch_coupling(sampler, guides)
         if coupling and batch_size < n:
             warnings.warn(f"batch_size={batch_size} < n={n}: results depend on the chunking because "
