@@ -89,7 +89,7 @@ def cmd_train(args) -> int:
     train_cfg = dict(cfg.pop("train", None) or {})
     data = cfg.pop("data", None)
     if args.data:
-        data = _spec(args.data)
+        data = parse_spec(args.data)
     if data is None:
         raise ConfigError("the config needs a 'data' entry (a registered dataset name or spec) or pass --data",
                           loc="data")
@@ -122,7 +122,7 @@ def _is_directory_out(out: str) -> bool:
     return out.endswith(("/", os.sep)) or Path(out).is_dir() or Path(out).suffix == ""
 
 
-def _spec(text: str | None, loc: str = "spec"):
+def parse_spec(text: str | None, loc: str = "spec"):
     """A component name, or a JSON object spec (``'{"name": "ddim", "steps": 20}'``)."""
     if text is None:
         return None
@@ -166,7 +166,7 @@ def cmd_sample(args) -> int:
 
     kwargs = {}
     if args.sampler:
-        kwargs["sampler"] = _spec(args.sampler, loc="--sampler")
+        kwargs["sampler"] = parse_spec(args.sampler, loc="--sampler")
     if args.n < 1:
         raise ConfigError(f"--n must be a positive number of samples, got {args.n}", loc="--n")
     if args.batch_size is not None and args.batch_size < 1:
@@ -252,7 +252,7 @@ def _load_items(path: str | None, key: str | None, loc: str, dataset_ok: bool = 
         return torch.from_numpy(np.load(str(p), allow_pickle=False))
     if dataset_ok and not p.exists():
         reg = dk.registry()
-        spec = _spec(path, loc=loc)
+        spec = parse_spec(path, loc=loc)
         name = spec.get("name") if isinstance(spec, dict) else spec
         if ("dataset", name) in reg:
             from .train import as_example
@@ -311,7 +311,7 @@ def cmd_evaluate(args) -> int:
                                                                 dataset_ok=True)
     if isinstance(samples, _WavItems) and isinstance(reference, _WavItems):
         reference = samples.matched(reference)
-    res = dist.evaluate(_spec(args.metric, loc="--metric"), samples, reference, bins=args.bins)
+    res = dist.evaluate(parse_spec(args.metric, loc="--metric"), samples, reference, bins=args.bins)
     res["world_size"] = dist.world_size()
     if dist.is_main():
         if args.json:

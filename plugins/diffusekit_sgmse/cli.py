@@ -9,7 +9,6 @@ ever complete, because it is renamed into place after it was written)."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -80,24 +79,13 @@ def plan_outputs(src: Path, out: Path, recursive: bool = False) -> tuple[list[Pa
 def run_enhance(args) -> int:
     import torch
 
-    from diffusekit.errors import ConfigError
+    from diffusekit.cli import parse_spec
 
-    from .enhance import MIN_CHUNK_SECONDS
+    from .enhance import check_chunking
 
-    if not args.chunk_seconds >= MIN_CHUNK_SECONDS:
-        raise ConfigError(f"--chunk-seconds must be at least {MIN_CHUNK_SECONDS}, got {args.chunk_seconds}",
-                          loc="--chunk-seconds")
-    if not 0 <= args.overlap_seconds <= args.chunk_seconds / 2:
-        raise ConfigError(f"--overlap-seconds must be between 0 and half of --chunk-seconds, got "
-                          f"{args.overlap_seconds}", loc="--overlap-seconds")
+    check_chunking(args.chunk_seconds, args.overlap_seconds, "--chunk-seconds", "--overlap-seconds")  # before any work
     files, targets = plan_outputs(Path(args.noisy), Path(args.out), args.recursive)
-    sampler = None
-    if args.sampler:
-        try:
-            sampler = json.loads(args.sampler) if args.sampler.lstrip().startswith("{") else args.sampler
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{args.sampler!r} is not valid JSON ({exc.msg}); pass a sampler name or a JSON object",
-                              loc="--sampler") from None
+    sampler = parse_spec(args.sampler, loc="--sampler")
     with torch.no_grad():  # never leave autograd disabled for the caller (in-process CLI use)
         return _enhance_files(args, files, targets, sampler)
 
@@ -111,7 +99,7 @@ def _read_wav(path: Path):
 
     try:
         wav, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except (RuntimeError, sf.LibsndfileError if hasattr(sf, "LibsndfileError") else RuntimeError, OSError) as exc:
+    except (RuntimeError, OSError) as exc:  # soundfile's LibsndfileError is a RuntimeError
         raise ConfigError(f"{path} is not a readable audio file ({exc})", loc="noisy") from None
     if wav.shape[0] == 0:
         raise ConfigError(f"{path} is empty (0 samples)", loc="noisy")

@@ -44,6 +44,20 @@ def enhance_spec(pipe, Y: torch.Tensor, generator=None, predictive=None, sampler
 MIN_CHUNK_SECONDS = 0.25
 
 
+def check_chunking(chunk_seconds: float, overlap_seconds: float, chunk_loc: str = "chunk_seconds",
+                   overlap_loc: str = "overlap_seconds") -> None:
+    """Chunks of at least :data:`MIN_CHUNK_SECONDS` (also refuses NaN: tiny chunks would mean
+    millions of reverse processes) overlapping by at most half a chunk."""
+    from diffusekit.errors import ConfigError
+
+    if not MIN_CHUNK_SECONDS <= chunk_seconds:
+        raise ConfigError(f"{chunk_loc} must be at least {MIN_CHUNK_SECONDS} s, got {chunk_seconds!r}",
+                          loc=chunk_loc)
+    if not 0 <= overlap_seconds <= chunk_seconds / 2:
+        raise ConfigError(f"{overlap_loc} must be between 0 and half of {chunk_loc} ({chunk_seconds / 2:g} s), "
+                          f"got {overlap_seconds!r}", loc=overlap_loc)
+
+
 def enhance_waveform(pipe, noisy: torch.Tensor, seed: int = 0, predictive=None, sampler=None,
                      chunk_seconds: float = 4.0, overlap_seconds: float = 0.5, batch: int = 4,
                      sr: int = 16_000, transform: SpecTransform | None = None) -> torch.Tensor:
@@ -53,12 +67,7 @@ def enhance_waveform(pipe, noisy: torch.Tensor, seed: int = 0, predictive=None, 
     from diffusekit.errors import ConfigError
 
     tf = transform or SpecTransform()
-    if not MIN_CHUNK_SECONDS <= chunk_seconds:  # also refuses NaN; tiny chunks would mean millions of calls
-        raise ConfigError(f"chunk_seconds must be at least {MIN_CHUNK_SECONDS} s, got {chunk_seconds!r}",
-                          loc="chunk_seconds")
-    if not 0 <= overlap_seconds <= chunk_seconds / 2:
-        raise ConfigError(f"overlap_seconds must be between 0 and half of chunk_seconds ({chunk_seconds / 2:g} s), "
-                          f"got {overlap_seconds!r}", loc="overlap_seconds")
+    check_chunking(chunk_seconds, overlap_seconds)
     noisy = noisy.to(torch.float32)
     n = noisy.shape[-1]
     if n == 0:
