@@ -1,21 +1,30 @@
 """Train and evaluate the SGMSE models on the synthetic espeak-ng corpus (CPU-sized).
 
-    # four models (the StoRM score model needs the predictive run first)
-    python examples/sgmse_train.py train --model predictive --minutes 15 --runs /tmp/sgmse_runs
-    python examples/sgmse_train.py train --model sgmse --minutes 30 --runs /tmp/sgmse_runs
-    python examples/sgmse_train.py train --model sb --minutes 15 --runs /tmp/sgmse_runs
-    python examples/sgmse_train.py train --model storm --minutes 30 --runs /tmp/sgmse_runs
+    # everything: two training lanes in parallel, one core each, logs + load average in RUNS
+    python examples/sgmse_train.py all --runs runs/sgmse             # about 75 minutes, resumable
+    # or one model at a time (the StoRM score model needs the predictive run first)
+    python examples/sgmse_train.py train --model predictive --steps 2000 --runs runs/sgmse
+    python examples/sgmse_train.py train --model storm --steps 7500 --runs runs/sgmse --resume
     # PESQ / ESTOI / SI-SDR on held-out pairs (unseen texts and voices), JSON + spectrograms
-    python examples/sgmse_train.py eval --runs /tmp/sgmse_runs --n 10 --snr 0 --out /tmp/sgmse_eval
+    python examples/sgmse_train.py eval --runs runs/sgmse --n 40 --snr 0 --out /tmp/sgmse_eval
+    # SI-SDR of intermediate checkpoints (learning curves) and against the number of steps
+    python examples/sgmse_train.py curve --runs runs/sgmse --out /tmp/sgmse_curve
+    python examples/sgmse_train.py nfe --runs runs/sgmse --out /tmp/sgmse_nfe
 
-Training length is a wall-clock budget: the script times a few steps first and sets the step
-count so that training fits ``--minutes``. Needs the ``audio`` extra and espeak-ng.
+Training writes checkpoints every ``--checkpoint-every`` steps (all kept, for the learning
+curves); ``--resume`` continues an interrupted run exactly. ``--minutes`` instead of
+``--steps`` turns a wall-clock budget into a step count by timing a few steps first. The
+training crops are built once and cached on disk (``DIFFUSEKIT_CACHE``). Needs the ``audio``
+extra and espeak-ng.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -48,39 +57,85 @@ def predict_in_batches(pipe, Y: torch.Tensor, bs: int = 16) -> torch.Tensor:
     return torch.cat([pipe.sample(y.shape[0], cond=y, x_init=y) for y in Y.split(bs)])
 
 
+def training_data(args) -> dk.Example:
+    return spectrogram_dataset("train", n=args.pairs, frames=args.frames, crops_per_pair=args.crops, seed=0)
+
+
 def cmd_train(args) -> None:
     torch.set_num_threads(args.threads)
     runs = Path(args.runs)
-    data = spectrogram_dataset("train", n=args.pairs, frames=args.frames, crops_per_pair=args.crops, seed=0)
+    out = runs / args.model
+    if (out / "train_info.json").exists():
+        print(f"{args.model}: finished earlier ({out / 'train_info.json'})", flush=True)
+        return
+    data = training_data(args)
     pipe = build(args.model)
     if args.model == "storm":
         pred = dk.Pipeline.load(runs / "predictive")
         yhat = predict_in_batches(pred, data.cond)
         data = dk.Example(data.x, torch.stack([data.cond, yhat], 1))
-    # time a few steps to turn the wall-clock budget into a step count
-    opt = torch.optim.SGD(pipe.parameters(), lr=0.0)
-    for i in range(4):  # the first step pays one-off costs: time the last three
-        if i == 1:
-            t0 = time.perf_counter()
-        idx = torch.randint(len(data), (args.batch,))
-        loss = pipe.loss(data.x[idx], data.cond[idx])
-        opt.zero_grad()
-        loss.backward()
-    per_step = (time.perf_counter() - t0) / 3 * args.contention
-    steps = max(10, int(args.minutes * 60 / per_step))
+    steps = args.steps
+    if steps is None:  # time a few steps to turn the wall-clock budget into a step count
+        opt = torch.optim.SGD(pipe.parameters(), lr=0.0)
+        for i in range(4):  # the first step pays one-off costs: time the last three
+            if i == 1:
+                t0 = time.perf_counter()
+            idx = torch.randint(len(data), (args.batch,))
+            loss = pipe.loss(data.x[idx], data.cond[idx])
+            opt.zero_grad()
+            loss.backward()
+        per_step = (time.perf_counter() - t0) / 3 * args.contention
+        steps = max(10, int(args.minutes * 60 / per_step))
     print(f"{args.model}: {sum(p.numel() for p in pipe.parameters()) / 1e6:.2f}M params, "
-          f"{len(data)} crops, {per_step:.2f} s/step -> {steps} steps", flush=True)
+          f"{len(data)} crops, {steps} steps, load average {os.getloadavg()[0]:.2f}", flush=True)
     start = time.perf_counter()
     res = dk.train(pipe, data, steps=steps, batch_size=args.batch, lr=args.lr, ema=args.ema, warmup=50,
-                   out_dir=runs / args.model, log_every=50)
+                   out_dir=out, log_every=100, checkpoint_every=args.checkpoint_every,
+                   keep_checkpoints=10_000, resume=args.resume, progress=False)
     minutes = (time.perf_counter() - start) / 60
     if args.model == "storm":
-        pred.save(runs / "storm" / "predictive")
-    info = {"model": args.model, "steps": steps, "minutes": minutes, "final_loss": res.final_loss,
+        pred.save(out / "predictive")
+    info = {"model": args.model, "steps": steps, "minutes_this_session": minutes, "final_loss": res.final_loss,
+            "resumed_at": res.resumed_from, "steps_per_s": (steps - res.resumed_from) / (minutes * 60),
             "params_M": sum(p.numel() for p in pipe.parameters()) / 1e6, "batch": args.batch,
-            "frames": args.frames, "pairs": args.pairs, "threads": args.threads}
-    (runs / args.model / "train_info.json").write_text(json.dumps(info, indent=2))
+            "frames": args.frames, "pairs": args.pairs, "crops": len(data), "threads": args.threads,
+            "lr": args.lr, "ema": args.ema, "load_average_at_end": os.getloadavg()}
+    (out / "train_info.json").write_text(json.dumps(info, indent=2))
     print(json.dumps(info), flush=True)
+
+
+#: the two training lanes of ``all``: (model, steps) in order; StoRM needs the predictive run
+LANES = ([("predictive", 2000), ("storm", 7500)], [("sgmse", 7500), ("sb", 3000)])
+
+
+def cmd_all(args) -> None:
+    """Both lanes in parallel (one thread each), each model resumable; the load average is
+    written to RUNS/load.log every 30 s while they run."""
+    runs = Path(args.runs)
+    runs.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    training_data(args)  # build the crop cache once, before the lanes read it
+    print(f"training data ready after {time.perf_counter() - t0:.0f} s", flush=True)
+    common = ["--runs", str(runs), "--pairs", str(args.pairs), "--crops", str(args.crops), "--frames",
+              str(args.frames), "--batch", str(args.batch), "--lr", str(args.lr), "--ema", str(args.ema),
+              "--checkpoint-every", str(args.checkpoint_every), "--resume"]
+    scripts = []
+    for lane in LANES:
+        cmds = [" ".join([sys.executable, __file__, "train", "--model", m, "--steps", str(n)] + common)
+                for m, n in lane]
+        scripts.append(" && ".join(cmds))
+    logs = [open(runs / f"lane{i}.log", "a") for i in range(len(scripts))]
+    procs = [subprocess.Popen(["bash", "-c", s], stdout=f, stderr=subprocess.STDOUT, env={**os.environ,
+             "OMP_NUM_THREADS": "1"}) for s, f in zip(scripts, logs)]
+    with open(runs / "load.log", "a") as load:
+        while any(p.poll() is None for p in procs):
+            load.write(f"{time.strftime('%H:%M:%S')} {' '.join(f'{v:.2f}' for v in os.getloadavg())}\n")
+            load.flush()
+            time.sleep(30)
+    print(f"lanes finished with {[p.returncode for p in procs]} after {(time.perf_counter() - t0) / 60:.1f} min",
+          flush=True)
+    if any(p.returncode for p in procs):
+        raise SystemExit(1)
 
 
 SYSTEMS = {  # name -> (run, sampler override or None)
@@ -217,25 +272,36 @@ def cmd_table(args) -> None:
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 
+def data_args(p) -> None:
+    p.add_argument("--pairs", type=int, default=1000)
+    p.add_argument("--frames", type=int, default=32)
+    p.add_argument("--crops", type=int, default=4)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--checkpoint-every", type=int, default=500)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("train")
     p.add_argument("--model", choices=sorted(MODELS), required=True)
-    p.add_argument("--runs", default="/tmp/sgmse_runs")
+    p.add_argument("--runs", default="runs/sgmse")
+    p.add_argument("--steps", type=int, default=None, help="training steps (default: from --minutes)")
     p.add_argument("--minutes", type=float, default=15.0)
-    p.add_argument("--pairs", type=int, default=300)
-    p.add_argument("--frames", type=int, default=32)
-    p.add_argument("--crops", type=int, default=3)
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--contention", type=float, default=1.0,
                    help="expected slow-down of later steps vs. the timed ones (shared machines)")
-    p.add_argument("--ema", type=float, default=0.995)
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=cmd_train)
+    data_args(p)
+    p = sub.add_parser("all")
+    p.add_argument("--runs", default="runs/sgmse")
+    p.set_defaults(func=cmd_all)
+    data_args(p)
     p = sub.add_parser("eval")
-    p.add_argument("--runs", default="/tmp/sgmse_runs")
+    p.add_argument("--runs", default="runs/sgmse")
     p.add_argument("--out", default="/tmp/sgmse_eval")
     p.add_argument("--n", type=int, default=10)
     p.add_argument("--snr", type=float, default=0.0)

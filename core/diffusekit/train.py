@@ -316,6 +316,42 @@ def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
     return _find_checkpoint(Path(out_dir) / CHECKPOINT_DIR)[0]
 
 
+def checkpoints(out_dir: str | os.PathLike) -> list[Path]:
+    """A run's checkpoint directories, oldest first (not verified; see :func:`load_checkpoint_weights`)."""
+    return sorted(_checkpoints(Path(out_dir) / CHECKPOINT_DIR), key=lambda p: p.name)
+
+
+def load_checkpoint_weights(path: str | os.PathLike, pipe, ema: bool = True) -> int:
+    """Load the weights of checkpoint ``path`` (a ``step-XXXXXXXX`` directory) into ``pipe``.
+
+    ``ema=True`` loads the EMA weights, the ones a finished run saves, so intermediate
+    checkpoints can be evaluated like the final model (learning curves); ``ema=False`` loads
+    the raw training weights. The checkpoint's files are verified against its manifest and its
+    pipeline config must match ``pipe``'s (apart from the sampler). Returns the step.
+    """
+    from safetensors.torch import load_file
+
+    from .io import weights_config
+
+    path = Path(path)
+    problem = _verify_checkpoint(path)
+    if problem is not None:
+        raise ConfigError(f"checkpoint {path} does not verify: {problem}", loc="checkpoint")
+    meta = json.loads((path / "state.json").read_text())
+    if weights_config(meta.get("pipeline", {})) != weights_config(pipe.config):
+        raise ConfigError(f"checkpoint {path} was written for another pipeline config; build the pipeline from "
+                          "the run's config.json", loc="checkpoint")
+    tensors = load_file(str(path / "state.safetensors"))
+    prefix = "ema." if ema else "model."
+    sub = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix) and not k.startswith("model.buffer.")}
+    if ema and not sub:
+        raise ConfigError(f"checkpoint {path} holds no EMA weights (the run had ema=None); pass ema=False",
+                          loc="checkpoint")
+    pipe.model.load_state_dict(sub)
+    pipe.eval()
+    return int(meta["step"])
+
+
 def _resume_point(out_dir: Path, resume: bool) -> Path | None:
     """The checkpoint to resume from (None: start at step 0); refuses what would lose work."""
     from .io import CONFIG_FILE

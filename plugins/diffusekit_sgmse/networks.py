@@ -198,7 +198,8 @@ class NCSNpp(Network, Component):
             raise ValueError("NCSNpp needs the noisy spectrogram as cond (cond_channels > 0)")
         if torch.is_complex(x_t):
             parts = [self.to_channels(x_t)] + ([self.to_channels(cond)] if cond is not None else [])
-            out = self.forward_real(torch.cat(parts, dim=1), t)
+            # .to(): under CPU bf16 autocast the convolutions return bfloat16, which has no complex type
+            out = self.forward_real(torch.cat(parts, dim=1), t).to(x_t.real.dtype)
             return torch.complex(out[:, 0], out[:, 1])
         parts = [x_t] + ([cond] if cond is not None else [])
         return self.forward_real(torch.cat(parts, dim=1), t)

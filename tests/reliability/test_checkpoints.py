@@ -16,7 +16,7 @@ import diffusekit as dk
 from diffusekit.errors import ConfigError, NonFiniteError
 from diffusekit.train import CHECKPOINT_DIR, latest_checkpoint
 
-from .conftest import python_child, small_pipe, weights
+from .conftest import SMALL, python_child, same_weights, small_pipe, weights
 
 KW = dict(steps=12, batch_size=32, lr=1e-2, ema=0.9, seed=3, checkpoint_every=2, progress=False)
 
@@ -183,3 +183,26 @@ def test_kill_9_mid_checkpoint_resumes_exactly(tmp_path, moons):
     a, b = weights(full), weights(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert math.isfinite(res.final_loss)
+
+
+def test_checkpoint_weights_load_for_evaluation(tmp_path, moons):
+    """The last checkpoint's EMA weights are the weights a finished run saves; raw weights and
+    a checkpoint of another config are told apart; a damaged checkpoint is refused."""
+    from diffusekit.train import checkpoints, load_checkpoint_weights
+
+    pipe = small_pipe(0)
+    dk.train(pipe, moons, out_dir=tmp_path, keep_checkpoints=10, **KW)
+    found = checkpoints(tmp_path)
+    assert [p.name for p in found] == [f"step-{s:08d}" for s in range(2, 13, 2)]
+    probe = small_pipe(1)
+    assert load_checkpoint_weights(found[-1], probe) == 12
+    assert same_weights(weights(probe), weights(pipe))  # EMA weights == what the finished run ended with
+    load_checkpoint_weights(found[-1], probe, ema=False)
+    assert not same_weights(weights(probe), weights(pipe))
+    assert load_checkpoint_weights(found[0], probe) == 2
+    other = dk.Pipeline.from_config({**pipe.config, "network": {**SMALL["network"], "hidden": 8}})
+    with pytest.raises(ConfigError, match="another pipeline config"):
+        load_checkpoint_weights(found[-1], other)
+    (found[0] / "state.safetensors").write_bytes(b"broken")
+    with pytest.raises(ConfigError, match="does not verify: state.safetensors does not match"):
+        load_checkpoint_weights(found[0], probe)
