@@ -138,15 +138,159 @@ def cmd_all(args) -> None:
         raise SystemExit(1)
 
 
-SYSTEMS = {  # name -> (run, sampler override or None)
+SYSTEMS = {  # name -> (run, sampler override or None: the run's own)
     "predictive (MSE)": ("predictive", None),
     "SGMSE+ PC N=15 (30 NFE)": ("sgmse", {"name": "sgmse-pc", "steps": 15}),
     "SGMSE+ PC N=30 (60 NFE)": ("sgmse", None),
     "SGMSE+ ODE Euler (30 NFE)": ("sgmse", {"name": "sgmse-ode", "steps": 30}),
+    "StoRM PC N=15 (31 NFE)": ("storm", {"name": "storm", "steps": 15, "snr": 0.5}),
     "StoRM PC N=50 (101 NFE)": ("storm", None),
+    "SB ODE N=10 (10 NFE)": ("sb", {"name": "sb-ode", "steps": 10}),
     "SB ODE N=50 (50 NFE)": ("sb", None),
     "SB SDE N=50 (50 NFE)": ("sb", {"name": "sb-sde", "steps": 50}),
 }
+
+
+def load_runs(runs: Path) -> dict:
+    pipes = {}
+    for name in ("predictive", "sgmse", "storm", "sb"):
+        if (runs / name / "config.json").exists():
+            pipes[name] = dk.Pipeline.load(runs / name)
+    return pipes
+
+
+@torch.no_grad()
+def si_sdr_of(pipe, pairs, seed: int, predictive=None, sampler=None) -> list[float]:
+    """SI-SDR (dB) of each enhanced pair (per-pair generator seed + k)."""
+    from diffusekit_sgmse.metrics import si_sdr
+
+    tf = SpecTransform()
+    out = []
+    for k, p in enumerate(pairs):
+        clean, noisy = torch.from_numpy(p.clean), torch.from_numpy(p.noisy)
+        Y, _, norm, L = tf.analyse(noisy[None], clean[None])
+        Xh = enhance_spec(pipe, Y, [torch.Generator().manual_seed(seed + k)], predictive, sampler)
+        out.append(float(si_sdr(tf.synthesise(Xh, norm, L)[0], clean)))
+    return out
+
+
+#: the reverse-step counts of the ``nfe`` sweep, per run: (sampler name, extra config, steps list)
+SWEEPS = {
+    "sgmse": [("sgmse-pc", {}, [3, 5, 10, 15, 30]), ("sgmse-ode", {}, [10, 30])],
+    "storm": [("storm", {}, [3, 5, 10, 15, 30])],
+    "sb": [("sb-ode", {}, [1, 2, 5, 10, 20, 50]), ("sb-sde", {}, [5, 10, 20, 50])],
+}
+
+
+def cmd_nfe(args) -> None:
+    """SI-SDR against the number of reverse steps for each system, on ``--n`` validation pairs
+    (test speakers and texts, another seed than the evaluation's), JSON + a plot."""
+    torch.set_num_threads(args.threads)
+    runs, out = Path(args.runs), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    pairs = corpus("test", n=args.n, snr_min=args.snr, snr_max=args.snr, seed=args.seed)
+    pipes = load_runs(runs)
+    res = json.loads((out / "nfe.json").read_text()) if (out / "nfe.json").exists() else {}
+    noisy = _noisy_si_sdr(pairs)
+    res["noisy input"] = {"0": sum(noisy) / len(noisy)}
+    for run in args.only or list(SWEEPS):
+        if run not in pipes:
+            continue
+        pred = pipes.get("predictive") if run == "storm" else None
+        for name, extra, steps_list in SWEEPS[run]:
+            curve = res.setdefault(f"{run} {name}", {})
+            for n in steps_list:
+                if str(n) in curve:
+                    continue
+                sampler = {"name": name, "steps": n, **extra}
+                t0 = time.perf_counter()
+                vals = si_sdr_of(pipes[run], pairs, args.seed, pred, sampler)
+                curve[str(n)] = sum(vals) / len(vals)
+                res.setdefault("_nfe", {})[f"{run} {name} {n}"] = pipes[run].last_nfe
+                print(f"{run} {name} N={n} NFE={pipes[run].last_nfe}: SI-SDR {curve[str(n)]:.2f} dB "
+                      f"({time.perf_counter() - t0:.0f} s, load {os.getloadavg()[0]:.2f})", flush=True)
+                (out / "nfe.json").write_text(json.dumps(res, indent=2))
+    if "predictive" in pipes:
+        vals = si_sdr_of(pipes["predictive"], pairs, args.seed)
+        res["predictive"] = {"1": sum(vals) / len(vals)}
+    (out / "nfe.json").write_text(json.dumps(res, indent=2))
+    _plot_curves(res, "reverse steps N", f"SI-SDR against the number of reverse steps ({args.n} pairs, "
+                 f"{args.snr:g} dB input)", args.png, flat=("noisy input", "predictive"))
+
+
+def _noisy_si_sdr(pairs) -> list[float]:
+    from diffusekit_sgmse.metrics import si_sdr
+
+    return [float(si_sdr(torch.from_numpy(p.noisy), torch.from_numpy(p.clean))) for p in pairs]
+
+
+def _plot_curves(res: dict, xlabel: str, title: str, png: str, flat=()) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    xmax = max((int(k) for name, c in res.items() if not name.startswith("_") and name not in flat for k in c),
+               default=1)
+    for name, curve in res.items():
+        if name.startswith("_") or not curve:
+            continue
+        if name in flat:
+            ax.axhline(next(iter(curve.values())), ls="--", lw=1, color="gray" if name == "noisy input" else "k",
+                       label=name)
+            continue
+        xs = sorted(int(k) for k in curve)
+        ax.plot(xs, [curve[str(x)] for x in xs], marker="o", label=name)
+    ax.set_xscale("log")
+    ax.set_xlim(right=xmax * 1.2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("SI-SDR (dB)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    from diffusekit.files import atomic_write
+
+    atomic_write(png, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
+    print(f"wrote {png}")
+
+
+#: the sampler each run's learning curve uses (cheap, fixed)
+CURVE_SAMPLERS = {"predictive": None, "sgmse": {"name": "sgmse-pc", "steps": 15},
+                  "storm": {"name": "storm", "steps": 15}, "sb": {"name": "sb-ode", "steps": 10}}
+
+
+def cmd_curve(args) -> None:
+    """SI-SDR of the EMA weights of intermediate checkpoints (learning curves) on ``--n``
+    validation pairs, JSON + a plot."""
+    from diffusekit.train import checkpoints, load_checkpoint_weights
+
+    torch.set_num_threads(args.threads)
+    runs, out = Path(args.runs), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    pairs = corpus("test", n=args.n, snr_min=args.snr, snr_max=args.snr, seed=args.seed)
+    res = json.loads((out / "curve.json").read_text()) if (out / "curve.json").exists() else {}
+    noisy = _noisy_si_sdr(pairs)
+    res["noisy input"] = {"0": sum(noisy) / len(noisy)}
+    pred = dk.Pipeline.load(runs / "predictive") if (runs / "predictive" / "config.json").exists() else None
+    for run in args.only or list(CURVE_SAMPLERS):
+        if not (runs / run / "config.json").exists():
+            continue
+        pipe = dk.Pipeline.load(runs / run)
+        found = checkpoints(runs / run)
+        chosen = [p for p in found if int(p.name[5:]) in args.steps] or found
+        curve = res.setdefault(run, {})
+        for ck in chosen:
+            step = load_checkpoint_weights(ck, pipe)
+            if str(step) in curve:
+                continue
+            vals = si_sdr_of(pipe, pairs, args.seed, pred if run == "storm" else None, CURVE_SAMPLERS[run])
+            curve[str(step)] = sum(vals) / len(vals)
+            print(f"{run} step {step}: SI-SDR {curve[str(step)]:.2f} dB (load {os.getloadavg()[0]:.2f})", flush=True)
+            (out / "curve.json").write_text(json.dumps(res, indent=2))
+    _plot_curves(res, "training step", f"Learning curves: SI-SDR of the EMA weights ({args.n} pairs, "
+                 f"{args.snr:g} dB input; SGMSE+ / StoRM PC N=15, SB ODE N=10)", args.png, flat=("noisy input",))
 
 
 def write_results(out: Path, results: dict, pairs: list, specs: dict) -> dict:
@@ -174,10 +318,7 @@ def cmd_eval(args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     tf = SpecTransform()
     pairs = corpus("test", n=args.n, snr_min=args.snr, snr_max=args.snr, seed=args.seed)
-    pipes = {}
-    for name in ("predictive", "sgmse", "storm", "sb"):
-        if (runs / name / "config.json").exists():
-            pipes[name] = dk.Pipeline.load(runs / name)
+    pipes = load_runs(runs)
     results: dict[str, list[dict]] = {"noisy input": []}
     specs = {}
     for k, p in enumerate(pairs):
@@ -192,6 +333,8 @@ def cmd_eval(args) -> None:
             if run not in pipes or (args.only and run not in args.only):
                 continue
             if args.exclude and any(e in sysname for e in args.exclude):
+                continue
+            if args.systems and not any(e in sysname for e in args.systems):
                 continue
             pipe = pipes[run]
             predictive = pipes.get("predictive") if run == "storm" else None
@@ -240,10 +383,23 @@ def cmd_plot(args) -> None:
     print(f"wrote {args.png}")
 
 
+def mean_ci(values: list[float]) -> tuple[float, float]:
+    """Mean and the half-width of its 95 % confidence interval (Student t)."""
+    import statistics
+
+    from scipy.stats import t as student_t
+
+    n = len(values)
+    m = sum(values) / n
+    if n < 2:
+        return m, float("nan")
+    return m, float(student_t.ppf(0.975, n - 1)) * statistics.stdev(values) / n ** 0.5
+
+
 def cmd_table(args) -> None:
     """Markdown tables over one or more eval dirs (same seed, so their pairs share a prefix):
-    means of PESQ / ESTOI / SI-SDR, and each system's SI-SDR gain over the noisy input on the
-    pairs that system was evaluated on."""
+    means with 95 % confidence intervals of PESQ / ESTOI / SI-SDR, and each system's SI-SDR gain
+    over the noisy input on the same pairs (paired differences)."""
     rows: dict[str, list[dict]] = {}
     for d in args.evals:
         res = json.loads((Path(d) / "results.json").read_text())
@@ -255,12 +411,12 @@ def cmd_table(args) -> None:
     print("|---|---|---|---|---|---|---|---|")
     for name, rs in rows.items():
         n = len(rs)
-        mean = lambda key, r=rs: sum(x[key] for x in r) / len(r)
-        gain = mean("si_sdr") - sum(x["si_sdr"] for x in noisy[:n]) / n
+        cell = lambda key, r=rs, digits=2: "{:.{d}f} ± {:.{d}f}".format(*mean_ci([x[key] for x in r]), d=digits)
+        gain = "{:+.2f} ± {:.2f}".format(*mean_ci([x["si_sdr"] - y["si_sdr"] for x, y in zip(rs, noisy[:n])]))
         nfe = rs[0].get("nfe", "-")
-        secs = f"{mean('seconds'):.1f}" if "seconds" in rs[0] else "-"
-        print(f"| {name} | {nfe} | {n} | {mean('pesq'):.2f} | {mean('estoi'):.3f} | {mean('si_sdr'):.2f} | "
-              f"{gain:+.2f} | {secs} |")
+        secs = f"{sum(x['seconds'] for x in rs) / n:.1f}" if "seconds" in rs[0] else "-"
+        print(f"| {name} | {nfe} | {n} | {cell('pesq')} | {cell('estoi', digits=3)} | {cell('si_sdr')} | "
+              f"{gain} | {secs} |")
     kinds = sorted({r["noise"] for r in noisy})
     print("\n| system | " + " | ".join(f"SI-SDR {k}" for k in kinds) + " |")
     print("|---|" + "---|" * len(kinds))
@@ -309,8 +465,22 @@ def main() -> None:
     p.add_argument("--example", type=int, default=0)
     p.add_argument("--only", nargs="*", default=None, help="evaluate only these runs")
     p.add_argument("--exclude", nargs="*", default=None, help="skip systems whose name contains these")
+    p.add_argument("--systems", nargs="*", default=None, help="evaluate only systems whose name contains these")
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=cmd_eval)
+    for name, func, png in (("nfe", cmd_nfe, "docs/img/sgmse_nfe.png"), ("curve", cmd_curve, "docs/img/sgmse_curve.png")):
+        p = sub.add_parser(name)
+        p.add_argument("--runs", default="runs/sgmse")
+        p.add_argument("--out", default=f"/tmp/sgmse_{name}")
+        p.add_argument("--n", type=int, default=4)
+        p.add_argument("--snr", type=float, default=0.0)
+        p.add_argument("--seed", type=int, default=1000, help="validation pairs: another seed than eval's 0")
+        p.add_argument("--only", nargs="*", default=None, help="these runs only")
+        p.add_argument("--steps", type=int, nargs="*", default=[500, 1000, 2000, 3000, 4000, 5000, 7500],
+                       help="checkpoint steps (curve)")
+        p.add_argument("--threads", type=int, default=1)
+        p.add_argument("--png", default=png)
+        p.set_defaults(func=func)
     p = sub.add_parser("plot")
     p.add_argument("--eval", nargs="+", default=["/tmp/sgmse_eval"])
     p.add_argument("--png", default="docs/img/sgmse_spectrograms.png")

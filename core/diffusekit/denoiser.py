@@ -19,6 +19,9 @@ def batch_size(x: Any) -> int:
 
 def per_sample_time(t: Any, x: Any) -> torch.Tensor:
     """Broadcast a scalar or (B,) time to a float tensor of shape (B,) on x's device."""
+    if (torch.is_tensor(t) and torch.is_tensor(x) and t.ndim == 1 and t.shape[0] == x.shape[0]
+            and t.is_floating_point()):
+        return t  # the samplers' per-step call: already a (B,) float time (no host work)
     ref = st.first_leaf(x)
     n = ref.shape[0]
     dtype = st.real_dtype(x)

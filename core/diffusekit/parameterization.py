@@ -48,6 +48,10 @@ class Prediction:
     def kinds(self) -> list[str]:
         return list(self._values)
 
+    def has(self, kind: str) -> bool:
+        """Whether ``kind`` was given (or already derived), so ``get`` needs no conversion."""
+        return kind in self._values
+
     def _coefs(self):
         a, b, c = self.process.coefficients(self.t)
         x = self.x_t

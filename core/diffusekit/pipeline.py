@@ -141,7 +141,7 @@ class Pipeline:
             guides = [_resolve("guidance", guidance, Guidance)]
         if sampler is not None or guidance is not None:
             check_fit(self.fit(resolved, guides))
-        return resolved, guides
+        return resolved.with_buffers(self.buffers), guides
 
     def _fitting(self, kind: str) -> list[str]:
         return fitting(kind, self.fit())

@@ -90,6 +90,13 @@ class Sampler(Component, metaclass=ABCMeta):
         """Capabilities needed with this configuration (default: ``requires``)."""
         return self.requires
 
+    def with_buffers(self, buffers: dict) -> "Sampler":
+        """This sampler specialised to a pipeline's buffers (e.g. the training data's statistics
+        that ``dk.train`` records, :mod:`diffusekit.datastats`): settings chosen from the data,
+        such as the solvers' ``teleport="auto"``, are resolved here. ``Pipeline.sample`` and
+        the exporters call it before planning. Default: ``self`` (nothing depends on data)."""
+        return self
+
     @property
     def steps(self) -> int | None:
         """The configured number of steps (None for samplers without one)."""

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import distributed
+from . import datastats, distributed
 from . import state as st
 from .config import check_number
 from .errors import ConfigError, DiffusekitError, NonFiniteError, WriteError
@@ -390,7 +390,7 @@ def train(pipe, data: Any, steps: int = 1000, batch_size: int = 256, lr: float =
           ema: float | None = 0.999, seed: int = 0, out_dir: str | os.PathLike | None = None,
           checkpoint_every: int = 0, resume: bool = False, progress: bool = True,
           log_every: int = 0, device=None, stop_after: int | None = None,
-          keep_checkpoints: int = 3) -> TrainResult:
+          keep_checkpoints: int = 3, data_stats: bool = True) -> TrainResult:
     """Train ``pipe`` on ``data``; returns a :class:`TrainResult`.
 
     Under ``torchrun`` (WORLD_SIZE > 1) the network is wrapped in DDP (gloo on CPU, NCCL on
@@ -400,7 +400,9 @@ def train(pipe, data: Any, steps: int = 1000, batch_size: int = 256, lr: float =
     continues exactly (same batches, noise and optimizer state) from the newest checkpoint that
     verifies, after checking that the pipeline config and the data are the ones it was written
     with. ``progress``: a bar on a terminal, else a line every 10 s. ``stop_after`` ends the run
-    early after that many steps (used to test resumption).
+    early after that many steps (used to test resumption). ``data_stats``: record the data's
+    Gaussian statistics in ``pipe.buffers`` (:mod:`diffusekit.datastats`; unconditional real
+    tensor data only), which samplers such as the solvers' ``teleport="auto"`` read.
     """
     check_number("steps", steps, loc="train.steps", integer=True, low=1)
     check_number("batch_size", batch_size, loc="train.batch_size", integer=True, low=1)
@@ -433,6 +435,8 @@ def train(pipe, data: Any, steps: int = 1000, batch_size: int = 256, lr: float =
     if pipe.sample_shape is None:
         pipe.sample_shape = st.shape_of(example.x)
     pipe.process.check_state(st.index(example.x, slice(0, 1)), pipe.sample_shape, loc="data")
+    if data_stats and datastats.eligible(example.x, example.cond):
+        datastats.record(pipe, example.x)
     if batch_size % world:
         raise ConfigError(f"batch_size {batch_size} is not divisible by the {world} processes", loc="train.batch_size")
     # Training draws its own randomness; the caller's global torch RNG is left as it was

@@ -49,7 +49,7 @@ def exported_sampler(pipe, opts: ExportOptions):
 def build_sampler_graph(pipe, opts: ExportOptions, example_x: torch.Tensor, cond: Any = None):
     """(module, sampler name, python sampler, loop) for the requested export."""
     den = build_graph(pipe, opts)
-    sampler = exported_sampler(pipe, opts)
+    sampler = exported_sampler(pipe, opts).with_buffers(pipe.buffers)
     if sampler.stochastic:
         raise CompatibilityError(f"sampler {type(sampler).__name__} is stochastic; ONNX sampler graphs are "
                                  "deterministic (use e.g. ddim eta=0, dpm-solver++ 2M / 3M, deis, unipc, heun)")

@@ -64,6 +64,9 @@ class VelocityPrediction(Prediction):
     def kinds(self) -> list[str]:
         return list(dict.fromkeys([*self._values, "x0", "eps"]))
 
+    def has(self, kind: str) -> bool:
+        return kind in ("x0", "eps") or kind in self._values
+
     def get(self, kind: str) -> Any:
         vals = self._values
         if kind not in vals and kind in ("x0", "eps", "score", "v") and "x0" not in vals:

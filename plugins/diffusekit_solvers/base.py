@@ -21,11 +21,12 @@ from __future__ import annotations
 import math
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Annotated, Literal, Optional, Union
 
 import torch
 from pydantic import Field
 
+from diffusekit import datastats
 from diffusekit.api import create
 from diffusekit.errors import ConfigError
 from diffusekit.process import AdditiveGaussian, DenoisingODE, PinnedBridge
@@ -42,10 +43,16 @@ class SolverConfig(SamplerConfig):
     steps: int = Field(10, ge=1, le=100_000, description="number of solver steps")
     schedule: Union[str, dict] = Field(
         "logsnr", description="time grid: a registered schedule name or {'name': ..., **params}")
-    teleport: float = Field(
-        0.0, ge=0.0, lt=1.0,
-        description="skip this fraction of the log-SNR range with the exact Gaussian-data PF-ODE "
-                    "solution (needs fit_gaussian_stats(pipe, data)); 0 disables")
+    teleport: Union[Literal["auto"], Annotated[float, Field(ge=0.0, lt=1.0)]] = Field(
+        "auto",
+        description="skip the start of the trajectory with the exact PF-ODE solution for Gaussian data: "
+                    "'auto' (default) where the recorded data statistics say the Gaussian model is "
+                    "accurate (none without statistics), a fraction of the log-SNR range to skip "
+                    "(needs the statistics), or 0 (never)")
+    teleport_tol: float = Field(
+        0.02, gt=0.0, le=1.0,
+        description="teleport='auto': largest displacement of the skipped trajectory, in units of the "
+                    "noise level where sampling resumes (RMS per dimension)")
     final_sigma_zero: Optional[bool] = Field(
         None, description="end the grid at sigma = 0 (default: yes for EDM-style sigma processes, "
                           "no for VP/VE, which end at the process's t_min)")
@@ -97,11 +104,10 @@ def prediction(pred, x, y, a: Scalar, b: Scalar, c: Scalar, kind: str) -> torch.
     """The model output a solver's update uses: x0_hat (``kind="x0"``) or eps_hat (``"eps"``),
     converting the other one with the row's float64 (a, b, c) (x0 = (z - c eps) / a,
     eps = (z - a x0) / c, z = x - b y) instead of re-evaluating the process at t."""
-    kinds = pred.kinds
-    if kind in kinds:
+    if pred.has(kind):
         return pred.get(kind)
     other, num, den = ("eps", c, a) if kind == "x0" else ("x0", a, c)
-    if other in kinds:
+    if pred.has(other):
         z = x if y is None else x - b * y
         return _div(z - num * pred.get(other), den)
     return pred.get(kind)
@@ -222,6 +228,10 @@ class GaussianSolver(TabulatedSampler):
         """The time grid spec for ``process`` (default: the configured ``schedule``)."""
         return self.config.schedule
 
+    def explicit_grid(self, process) -> bool:
+        spec = self.schedule_for(process)
+        return isinstance(spec, dict) and spec.get("name") == "explicit"
+
     def final_is_zero(self, process) -> bool:
         """Whether the grid's last time has sigma = 0 (by default / by config, or an explicit list)."""
         spec = self.schedule_for(process)
@@ -229,12 +239,51 @@ class GaussianSolver(TabulatedSampler):
             return point(process, float(spec["times"][-1])).c == 0.0
         return self.ends_at_zero(process)
 
-    def start_time(self, process, t_end: float) -> float:
-        """t_max, or the teleport target: lambda_start = lambda_max + f (lambda_end - lambda_max)."""
+    # -- teleportation --------------------------------------------------------------------------
+    #: teleport="auto" resolved by :meth:`with_buffers`: the log-SNR to start at (None: t_max)
+    teleport_logsnr: Optional[float] = None
+    #: the largest fraction of the log-SNR range teleport="auto" skips
+    MAX_AUTO_FRACTION = 0.5
+
+    def with_buffers(self, buffers: dict) -> "GaussianSolver":
+        """Resolve ``teleport="auto"``: start at the noise-to-signal ratio sigma* that
+        :func:`diffusekit.datastats.teleport_sigma` picks from the recorded error profile
+        (lambda* = -2 log sigma*); unchanged without statistics."""
+        if self.config.teleport != "auto" or not datastats.has_statistics(buffers):
+            return self
+        sigma = datastats.teleport_sigma(buffers, self.config.teleport_tol)
+        if sigma is None:
+            return self
+        lam = -2.0 * math.log(sigma)
+        cache = self.__dict__.setdefault("_resolved", {})
+        if lam not in cache:
+            import copy
+
+            twin = copy.copy(self)
+            twin.__dict__.pop("_plans", None)
+            twin.__dict__.pop("_resolved", None)
+            twin.teleport_logsnr = lam
+            cache.clear()
+            cache[lam] = twin
+        return cache[lam]
+
+    def teleports(self) -> bool:
+        """Whether the grid starts after t_max (a teleport fraction, or a resolved "auto")."""
         f = self.config.teleport
-        if f == 0.0:
+        return self.teleport_logsnr is not None if f == "auto" else f > 0.0
+
+    def start_time(self, process, t_end: float) -> float:
+        """t_max, or the teleport target: lambda_start = lambda_max + f (lambda_end - lambda_max)
+        for a fraction f, or the resolved lambda* of "auto" (at most MAX_AUTO_FRACTION of the
+        range, never before t_max)."""
+        if not self.teleports():
             return float(process.t_max)
         lam_hi, lam_lo = point(process, process.t_max).lam, point(process, t_end).lam
+        f = self.config.teleport
+        if f == "auto":
+            f = min(max((self.teleport_logsnr - lam_hi) / (lam_lo - lam_hi), 0.0), self.MAX_AUTO_FRACTION)
+            if f == 0.0:
+                return float(process.t_max)
         return t_of_lambda(process, lam_hi + f * (lam_lo - lam_hi))
 
     def grid(self, process, intervals: int) -> list[float]:
@@ -246,7 +295,7 @@ class GaussianSolver(TabulatedSampler):
         """
         spec = self.schedule_for(process)
         if isinstance(spec, dict) and spec.get("name") == "explicit":  # used as given (may end at sigma = 0)
-            if self.config.teleport:
+            if self.config.teleport not in ("auto", 0.0):
                 raise ConfigError("teleport needs a generated grid; with an explicit list start it at the "
                                   "teleport time yourself", loc="sampler.teleport")
             return [float(v) for v in create("schedule", spec, loc="sampler.schedule").times(process, intervals)]
@@ -255,7 +304,7 @@ class GaussianSolver(TabulatedSampler):
         t_start = self.start_time(process, t_min)
         name, params = (spec, {}) if isinstance(spec, str) else (spec["name"], {k: v for k, v in spec.items() if k != "name"})
         n = intervals - 1 if zero else intervals
-        if self.config.teleport:
+        if t_start != float(process.t_max):
             params.setdefault("t_start", t_start)
         if n >= 1:
             grid = create("schedule", {"name": name, **params}, loc="sampler.schedule").times(process, n)
@@ -289,8 +338,9 @@ class GaussianSolver(TabulatedSampler):
         return Plan(torch.tensor(ts, dtype=torch.float64), rows=tuple(rows))
 
     def prepare(self, x, plan, process, denoiser, cond):
-        """Teleport the prior sample from t_max to the grid's first time (``teleport > 0``)."""
-        if self.config.teleport > 0.0:
+        """Teleport the prior sample from t_max to the grid's first time (``teleports()``; an
+        explicit grid is used as given)."""
+        if self.teleports() and not self.explicit_grid(process):
             y = endpoint(process, cond, x)
             return teleport_state(x, process, denoiser.buffers, float(process.t_max), float(plan.t[0]), y)
         return x

@@ -13,9 +13,11 @@ and (c_t / c_T) on the complement of U's span (s = 0). Early in the reverse traj
 noise) real data are close to this Gaussian, so a solver can start at an intermediate time
 from this closed form and skip the first part of the trajectory at no network cost.
 
-``fit_gaussian_stats(pipe, data)`` estimates mu and Sigma's eigen-decomposition and stores them
-in ``pipe.buffers`` (persisted by ``Pipeline.save`` / ``load`` in model.safetensors); samplers
-with ``teleport=f`` read them through the denoiser.
+The statistics are those of :mod:`diffusekit.datastats` (mean, top eigen-pairs, the mean
+variance r of the rest of the spectrum, which takes the gain with s_k = r): ``dk.train``
+records them for unconditional real-valued data, ``fit_gaussian_stats(pipe, data)`` for any
+data set. ``teleport="auto"`` (the solvers' default) starts where the recorded error profile
+says skipping is safe (:func:`diffusekit.datastats.teleport_sigma`).
 """
 
 from __future__ import annotations
@@ -24,69 +26,54 @@ from typing import Optional
 
 import torch
 
+from diffusekit import datastats
 from diffusekit.errors import ConfigError, ShapeError
 
 from .gaussian import point
 
-MEAN, EIGVALS, EIGVECS = "teleport_mean", "teleport_eigvals", "teleport_eigvecs"
-
 
 def fit_gaussian_stats(pipe, data: torch.Tensor, rank: Optional[int] = None) -> dict[str, torch.Tensor]:
-    """Estimate the data mean and covariance (float64) and store them in ``pipe.buffers``.
-
-    ``data``: (n, *sample_shape) training samples. ``rank``: keep the top ``rank`` eigen-pairs
-    (default: all; use a rank for large images, the rest of the spectrum is treated as 0).
-    Returns the stored tensors.
-    """
-    if not torch.is_tensor(data) or data.ndim < 2 or data.shape[0] < 2:
-        raise ShapeError(f"data: expected a tensor (n >= 2, *sample_shape), got "
-                         f"{tuple(data.shape) if torch.is_tensor(data) else type(data).__name__}")
-    if torch.is_complex(data):
+    """Record the Gaussian statistics and error profile of ``data`` (n, *sample_shape) in
+    ``pipe.buffers`` (what ``dk.train`` does for unconditional data); ``rank`` limits the
+    eigen-pairs kept. Returns the stored tensors."""
+    if torch.is_tensor(data) and torch.is_complex(data):
         raise ShapeError("data: teleportation supports real-valued states only")
-    flat = data.detach().flatten(1).to(torch.float64).cpu()
-    mu = flat.mean(0)
-    centred = flat - mu
-    cov = centred.T @ centred / (flat.shape[0] - 1)
-    s, u = torch.linalg.eigh(cov)
-    s, u = s.flip(0).clamp_min(0.0), u.flip(1)
-    if rank is not None:
-        if not 1 <= rank <= s.shape[0]:
-            raise ConfigError(f"rank must be in [1, {s.shape[0]}], got {rank}", loc="rank")
-        s, u = s[:rank], u[:, :rank]
-    stats = {MEAN: mu.reshape(data.shape[1:]), EIGVALS: s, EIGVECS: u.contiguous()}
-    pipe.buffers.update({k: v.to(pipe.device) for k, v in stats.items()})
-    return stats
+    return datastats.record(pipe, data, rank)
 
 
 def gaussian_flow(z: torch.Tensor, a_from: float, c_from: float, a_to: float, c_to: float,
-                  mean: torch.Tensor, eigvals: torch.Tensor, eigvecs: torch.Tensor) -> torch.Tensor:
-    """Exact PF-ODE map of z = x - b y from (a_from, c_from) to (a_to, c_to) for Gaussian data."""
+                  mean: torch.Tensor, eigvals: torch.Tensor, eigvecs: torch.Tensor, resvar: float = 0.0) -> torch.Tensor:
+    """Exact PF-ODE map of z = x - b y from (a_from, c_from) to (a_to, c_to) for Gaussian data
+    N(mean, U diag(eigvals) U^T + resvar (I - U U^T))."""
     shape, dtype = z.shape, z.dtype
     zf = z.flatten(1).to(torch.float64)
     mu = mean.flatten().to(device=z.device, dtype=torch.float64)
     s = eigvals.to(device=z.device, dtype=torch.float64)
     u = eigvecs.to(device=z.device, dtype=torch.float64)
-    r = zf - a_from * mu
+    r = float(resvar)
+    res = zf - a_from * mu
     gain = torch.sqrt((a_to ** 2 * s + c_to ** 2) / (a_from ** 2 * s + c_from ** 2))
-    iso = c_to / c_from
-    coeff = r @ u
-    out = a_to * mu + iso * r + (coeff * (gain - iso)) @ u.T
+    iso = ((a_to ** 2 * r + c_to ** 2) / (a_from ** 2 * r + c_from ** 2)) ** 0.5
+    coeff = res @ u
+    out = a_to * mu + iso * res + (coeff * (gain - iso)) @ u.T
     return out.reshape(shape).to(dtype)
 
 
 def teleport_state(x: torch.Tensor, process, buffers: dict, t_from: float, t_to: float,
                    y: Optional[torch.Tensor]) -> torch.Tensor:
     """Move a state from ``t_from`` to ``t_to`` with :func:`gaussian_flow` (no network call)."""
-    missing = [k for k in (MEAN, EIGVALS, EIGVECS) if k not in buffers]
+    missing = [k for k in datastats.STAT_KEYS if k not in buffers]
     if missing:
         raise ConfigError(
-            f"teleport needs the Gaussian data statistics {missing} in pipe.buffers; call "
-            "diffusekit_solvers.fit_gaussian_stats(pipe, training_data) first (they are saved with the "
-            "pipeline), or set teleport=0", loc="sampler.teleport")
-    if buffers[MEAN].numel() != x[0].numel():
-        raise ShapeError(f"teleport statistics are for {buffers[MEAN].numel()} dimensions, the state has "
-                         f"{x[0].numel()}; refit them with fit_gaussian_stats on this pipeline's data")
+            f"teleport needs the Gaussian data statistics {missing} in pipe.buffers; dk.train records them "
+            "for unconditional data, or call diffusekit_solvers.fit_gaussian_stats(pipe, training_data) (they "
+            "are saved with the pipeline), or set teleport=0", loc="sampler.teleport")
+    if not torch.is_tensor(x) or buffers[datastats.MEAN].numel() != x[0].numel():
+        raise ShapeError(f"teleport statistics are for {buffers[datastats.MEAN].numel()} dimensions, the state "
+                         f"has {x[0].numel() if torch.is_tensor(x) else type(x).__name__}; refit them with "
+                         "fit_gaussian_stats on this pipeline's data")
     p0, p1 = point(process, t_from), point(process, t_to)
     z = x if y is None else x - p0.b * y
-    z = gaussian_flow(z, p0.a, p0.c, p1.a, p1.c, buffers[MEAN], buffers[EIGVALS], buffers[EIGVECS])
+    z = gaussian_flow(z, p0.a, p0.c, p1.a, p1.c, buffers[datastats.MEAN], buffers[datastats.EIGVALS],
+                      buffers[datastats.EIGVECS], float(buffers[datastats.RESVAR]))
     return z if y is None else z + p1.b * y

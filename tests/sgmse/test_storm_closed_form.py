@@ -42,3 +42,17 @@ def test_storm_with_the_exact_score_recovers_the_clean_distribution_from_its_pri
     assert (x.mean(0) - MU).abs().max() < 5 * S / math.sqrt(N) + 0.01  # y_hat is 0.38 away from mu
     var = (x - x.mean(0)).abs().pow(2).mean(0)
     assert torch.allclose(var, torch.full_like(var, S * S), rtol=0.1)
+
+
+def test_storm_returns_the_predictive_estimate_when_it_is_already_clean():
+    """The "zero diffusion" limit: if the clean signal is y_hat itself (a point mass, exact score),
+    StoRM must give y_hat back from its prior y_hat + sigma(1) z: the reverse process removes
+    exactly the noise the prior added and never drifts toward y."""
+    proc = OUVE()
+    pipe = dk.Pipeline(process=proc, network=ComplexGaussianOracle(proc, YHAT, 1e-3, "eps"),
+                       parameterization="sgmse-score", sampler={"name": "storm", "steps": 50})
+    n = 500
+    cond = _stack(n)
+    x_init = proc.prior(n, (2, 2), cond=cond, generator=torch.Generator().manual_seed(0), dtype=torch.complex128)
+    x = pipe.sample(n, cond=cond, x_init=x_init, generator=torch.Generator().manual_seed(1))
+    assert float((x - YHAT).abs().max()) < 0.02  # prior noise was sigma(1) = 0.39

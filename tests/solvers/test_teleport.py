@@ -11,7 +11,8 @@ from diffusekit.testing.oracles import GaussianMixture
 from solver_helpers import make_pipe
 from diffusekit_solvers import fit_gaussian_stats
 from diffusekit_solvers.gaussian import point
-from diffusekit_solvers.teleport import EIGVALS, EIGVECS, MEAN, gaussian_flow
+from diffusekit.datastats import EIGVALS, EIGVECS, MEAN, RESVAR
+from diffusekit_solvers.teleport import gaussian_flow
 
 
 def test_flow_is_exact_for_gaussian_data():
@@ -48,7 +49,8 @@ def test_teleport_matches_the_closed_form_and_saves_steps():
             errs = {}
             for f in (0.0, 0.5):
                 pipe = make_pipe(proc, mix, dk.create("sampler", name, steps=6, teleport=f, **params))
-                pipe.buffers.update({MEAN: mix.means[0], EIGVALS: torch.full((2,), 0.16), EIGVECS: torch.eye(2)})
+                pipe.buffers.update({MEAN: mix.means[0], EIGVALS: torch.full((2,), 0.16), EIGVECS: torch.eye(2),
+                                     RESVAR: torch.tensor(0.0)})
                 errs[f] = float((pipe.sample(64, x_init=x_T) - exact).abs().max())
                 assert pipe.last_nfe == pipe.sampler.expected_nfe()
             assert errs[0.5] < 0.6 * errs[0.0], (name, errs)
