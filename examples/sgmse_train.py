@@ -289,8 +289,8 @@ def cmd_curve(args) -> None:
             curve[str(step)] = sum(vals) / len(vals)
             print(f"{run} step {step}: SI-SDR {curve[str(step)]:.2f} dB (load {os.getloadavg()[0]:.2f})", flush=True)
             (out / "curve.json").write_text(json.dumps(res, indent=2))
-    _plot_curves(res, "training step", f"Learning curves: SI-SDR of the EMA weights ({args.n} pairs, "
-                 f"{args.snr:g} dB input; SGMSE+ / StoRM PC N=15, SB ODE N=10)", args.png, flat=("noisy input",))
+    _plot_curves(res, "training step", f"Learning curves, EMA weights ({args.n} pairs, "
+                 f"{args.snr:g} dB)", args.png, flat=("noisy input",))
 
 
 def write_results(out: Path, results: dict, pairs: list, specs: dict) -> dict:

@@ -9,7 +9,7 @@ eigen-pairs of the sample covariance and the mean variance r of the rest of the 
 r = 0 for small D). Buffers (all float32 except where noted):
 
 * ``data_mean`` (the sample shape), ``data_eigvals`` (k,), ``data_eigvecs`` (D, k),
-  ``data_resvar`` () = r;
+  ``data_resvar`` (1,) = r;
 * ``data_gauss_sigma`` (m,) and ``data_gauss_err`` (m,): the Gaussian model's error profile.
   For x = x0 + sigma eps (a noisy sample at noise-to-signal ratio sigma, i.e. x_t / a_t of any
   affine process with sigma = c_t / a_t), err(sigma) is the RMS per dimension of
@@ -96,7 +96,7 @@ def gaussian_statistics(x: torch.Tensor, rank: Optional[int] = None, seed: int =
     s, u = s[:keep], u[:, :keep]
     resvar = max(total - float(s.sum()), 0.0) / (d - keep) if keep < d else 0.0
     return {MEAN: mu.reshape(x.shape[1:]).float(), EIGVALS: s.float(), EIGVECS: u.contiguous().float(),
-            RESVAR: torch.tensor(resvar, dtype=torch.float32)}
+            RESVAR: torch.tensor([resvar], dtype=torch.float32)}
 
 
 def gaussian_posterior_mean(xt: torch.Tensor, sigma: float, stats: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -198,8 +198,11 @@ class Pipeline:
     def denoiser(self, guided: bool = True, model=None, guidance: list[Guidance] | None = None):
         """The (optionally guided) denoiser; ``model`` overrides :attr:`model` (e.g. a DDP wrapper),
         ``guidance`` the pipeline's guidance (e.g. copies bound to one sampling call)."""
-        d = Denoiser(model if model is not None else self.model, self.parameterization,
-                     self.process, self.conditioner, buffers=self.buffers, encodes=True)
+        if model is None:
+            # without a conditioner the wrapper module only forwards: call the network itself
+            # (one module call less per evaluation; the same parameters and outputs)
+            model = self.network if self.conditioner is None and isinstance(self.network, nn.Module) else self.model
+        d = Denoiser(model, self.parameterization, self.process, self.conditioner, buffers=self.buffers, encodes=True)
         if guided:
             for g in (self.guidance if guidance is None else guidance):
                 d = g.wrap(d, self.conditioner)

@@ -18,6 +18,7 @@ from pydantic import Field
 
 from diffusekit.process import AdditiveGaussian, PinnedBridge, bcast
 from diffusekit.sampler import FiniteTracker, Sampler, SamplerConfig
+from diffusekit.state import real_dtype
 
 
 def pf_ode_velocity(denoiser, process, x, t, cond):
@@ -85,7 +86,8 @@ class ProbabilityFlowODE(Sampler):
                 out = callback({"i": 0, "t": ts[-1], "x": x, "prediction": None, "generator": generator})
                 x = x if out is None else out
         else:
-            ts = self._grid(process).to(device=x.device, dtype=x.dtype)
+            # times in the state's real dtype (complex states, e.g. spectrograms, keep real times)
+            ts = self._grid(process).to(device=x.device, dtype=real_dtype(x))
             for i in range(len(ts) - 1):
                 t0, t1 = ts[i].expand(n), ts[i + 1].expand(n)
                 h = ts[i + 1] - ts[i]
@@ -109,7 +111,7 @@ class ProbabilityFlowODE(Sampler):
                     out = callback({"i": i, "t": ts[i + 1], "x": x, "prediction": pred, "generator": generator})
                     x = x if out is None else out
         if cfg.denoise_final:
-            x = denoiser(x, torch.full((n,), process.t_min, dtype=x.dtype, device=x.device), cond).x0
+            x = denoiser(x, torch.full((n,), process.t_min, dtype=real_dtype(x), device=x.device), cond).x0
         tracker.update(x, max(cfg.steps - 1, 0))
         tracker.check("ode sampler")
         return x

@@ -67,6 +67,22 @@ def espeak_available() -> bool:
     return shutil.which("espeak-ng") is not None
 
 
+def missing_speech_requirements() -> list[str]:
+    """What the synthetic speech corpus needs and this machine lacks (empty: it can be built):
+    the espeak-ng program and the ``soundfile`` / ``torchaudio`` packages (``audio`` extra)."""
+    import importlib.util
+
+    missing = [] if espeak_available() else ["espeak-ng (apt-get install -y espeak-ng)"]
+    for mod in ("soundfile", "torchaudio"):
+        try:
+            ok = importlib.util.find_spec(mod) is not None and bool(__import__(mod))
+        except Exception:  # a package that is present but cannot be imported counts as missing
+            ok = False
+        if not ok:
+            missing.append(f"{mod} (pip install diffusekit[audio])")
+    return missing
+
+
 def _cache_dir() -> Path:
     d = Path(os.environ.get("DIFFUSEKIT_CACHE", Path.home() / ".cache" / "diffusekit")) / "sgmse_speech"
     d.mkdir(parents=True, exist_ok=True)

@@ -9,9 +9,9 @@ updates and one reverse-diffusion predictor update:
   D_i = t_i - t_{i+1}, and the last step uses D = t_eps (it integrates down to 0) and returns
   the noise-free mean x_m. NFE = N (1 + corrector_steps): 60 for the defaults N = 30.
 
-``sgmse-ode``: probability-flow ODE dx/dt = f - g^2 s / 2 (Song et al. 2021, eq. 13) with fixed
-Euler or Heun steps from 1 to t_eps (complex-safe; the generic ``ode`` sampler integrates in
-float64 and would drop the imaginary part).
+``sgmse-ode``: probability-flow ODE dx/dt = f - g^2 s / 2 (Song et al. 2021, eq. 13), the
+score-SDE plugin's ``ode`` sampler with fixed Euler (default), Heun or RK4 steps from 1 to t_eps
+on the uniform grid (complex-safe; its adaptive rk45 integrates in float64, real-only).
 
 ``storm``: the PC sampler on StoRM's condition stack [y, y_hat] (the OUVE reverts toward the
 predictive estimate y_hat, the network sees both); default N = 50.
@@ -41,6 +41,7 @@ from diffusekit.random import randn_like
 from diffusekit.sampler import Plan, Sampler, SamplerConfig, StepSampler
 
 from diffusekit_bridge.samplers import BridgeODE, BridgeODEConfig, BridgeSamplerConfig, BridgeSDE
+from diffusekit_sde.ode import ODEConfig, ProbabilityFlowODE
 
 from .processes import ConditionalEndpoint, SchroedingerBridge
 
@@ -115,36 +116,18 @@ class Storm(SGMSEPC):
                 f"see diffusekit_sgmse.enhance.storm_condition); got {got}")
 
 
-class ODEConfig(SamplerConfig):
-    steps: int = Field(30, ge=1, le=10_000)
-    method: Literal["euler", "heun"] = Field("euler", description="fixed-step integrator")
+class SGMSEODEConfig(ODEConfig):
+    steps: int = Field(30, ge=1, le=100_000, description="number of fixed steps")
+    method: Literal["euler", "heun", "rk4"] = Field(
+        "euler", description="fixed-step integrator (the adaptive rk45 integrates in float64 and is real-only)")
 
 
-class SGMSEODE(StepSampler):
-    """Probability-flow ODE of the OUVE with fixed Euler / Heun steps (complex-safe)."""
+class SGMSEODE(ProbabilityFlowODE):
+    """The score-SDE plugin's probability-flow ODE sampler (one implementation of the fixed-step
+    integrators) with SGMSE defaults: 30 uniform Euler steps from 1 to t_eps; complex-safe."""
 
-    Config = ODEConfig
+    Config = SGMSEODEConfig
     requires = (SDE, AdditiveGaussian)
-
-    def expected_nfe(self) -> int:
-        return self.config.steps * (2 if self.config.method == "heun" else 1) - (self.config.method == "heun")
-
-    def build_plan(self, process):
-        return Plan(torch.linspace(process.t_max, process.t_min, self.config.steps + 1, dtype=torch.float64))
-
-    @staticmethod
-    def velocity(denoiser, x, t, cond):
-        pred = denoiser(x, t, cond)
-        return denoiser.process.reverse_drift(x, t, pred.score, cond, probability_flow=True), pred
-
-    def step(self, x, i, plan, denoiser, cond, generator, carry):
-        n = x.shape[0]
-        h = plan.t[i + 1] - plan.t[i]
-        k1, pred = self.velocity(denoiser, x, plan.t[i].expand(n), cond)
-        if self.config.method == "euler" or i == plan.num_steps - 1:
-            return x + h * k1, None, pred
-        k2, _ = self.velocity(denoiser, x + h * k1, plan.t[i + 1].expand(n), cond)
-        return x + h * (k1 + k2) / 2, None, pred
 
 
 class SBSamplerConfig(BridgeSamplerConfig):

@@ -50,7 +50,7 @@ class SolverConfig(SamplerConfig):
                     "accurate (none without statistics), a fraction of the log-SNR range to skip "
                     "(needs the statistics), or 0 (never)")
     teleport_tol: float = Field(
-        0.02, gt=0.0, le=1.0,
+        0.005, gt=0.0, le=1.0,
         description="teleport='auto': largest displacement of the skipped trajectory, in units of the "
                     "noise level where sampling resumes (RMS per dimension)")
     final_sigma_zero: Optional[bool] = Field(
@@ -267,16 +267,20 @@ class GaussianSolver(TabulatedSampler):
             cache[lam] = twin
         return cache[lam]
 
-    def teleports(self) -> bool:
-        """Whether the grid starts after t_max (a teleport fraction, or a resolved "auto")."""
+    def teleports(self, process) -> bool:
+        """Whether the grid starts after t_max: a teleport fraction, or a resolved "auto" on an
+        AdditiveGaussian process (the Gaussian flow is exact only for Gaussian perturbations, so
+        "auto" leaves e.g. PFGM++'s heavy-tailed kernel alone)."""
         f = self.config.teleport
-        return self.teleport_logsnr is not None if f == "auto" else f > 0.0
+        if f == "auto":
+            return self.teleport_logsnr is not None and isinstance(process, AdditiveGaussian)
+        return f > 0.0
 
     def start_time(self, process, t_end: float) -> float:
         """t_max, or the teleport target: lambda_start = lambda_max + f (lambda_end - lambda_max)
         for a fraction f, or the resolved lambda* of "auto" (at most MAX_AUTO_FRACTION of the
         range, never before t_max)."""
-        if not self.teleports():
+        if not self.teleports(process):
             return float(process.t_max)
         lam_hi, lam_lo = point(process, process.t_max).lam, point(process, t_end).lam
         f = self.config.teleport
@@ -340,7 +344,7 @@ class GaussianSolver(TabulatedSampler):
     def prepare(self, x, plan, process, denoiser, cond):
         """Teleport the prior sample from t_max to the grid's first time (``teleports()``; an
         explicit grid is used as given)."""
-        if self.teleports() and not self.explicit_grid(process):
+        if self.teleports(process) and not self.explicit_grid(process):
             y = endpoint(process, cond, x)
             return teleport_state(x, process, denoiser.buffers, float(process.t_max), float(plan.t[0]), y)
         return x

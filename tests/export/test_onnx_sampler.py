@@ -149,9 +149,15 @@ SCAN_EXPORTS = [{"name": "ddim"}, {"name": "dpm-solver++", "variant": "2M"}, {"n
                 {"name": "deis"}, {"name": "unipc"}, {"name": "heun"}, {"name": "euler"}]
 
 
-def _export_and_check(spec, tmp_path):
-    pipe = oracle_pipeline(dk.create("process", "vp"), GaussianMixture.ring(4, 1.5, 0.2),
-                           sampler=dk.create("sampler", {**spec, "steps": 6}))
+def _export_and_check(spec, tmp_path, stats: bool = False):
+    ring = GaussianMixture.ring(4, 1.5, 0.2)
+    pipe = oracle_pipeline(dk.create("process", "vp"), ring, sampler=dk.create("sampler", {**spec, "steps": 6}))
+    if stats:  # what dk.train records: the default teleport="auto" then starts after t_max
+        from diffusekit_solvers import fit_gaussian_stats
+
+        fit_gaussian_stats(pipe, ring.sample(4000, torch.Generator().manual_seed(0)))
+        resolved = pipe.sampler.with_buffers(pipe.buffers)
+        assert resolved.build_plan(pipe.process).t[0] < pipe.process.t_max
     report = dk.export(pipe, "onnx", tmp_path / "s.onnx", mode="sampler")
     assert report.loop == "scan" and report.extra["scan_nodes"] == 1, report.extra
     x = pipe.process.prior(7, (2,), generator=torch.Generator().manual_seed(4))
@@ -165,6 +171,13 @@ def _export_and_check(spec, tmp_path):
 def test_default_solver_exports_to_one_scan_node(tmp_path):
     """The default (deis): one Scan node, onnxruntime within 1e-5 (relative) of the Python loop."""
     _export_and_check({"name": "deis"}, tmp_path)
+
+
+@pytest.mark.slow
+def test_default_solver_with_data_statistics_exports_the_teleport(tmp_path):
+    """teleport="auto" with recorded statistics: the graph teleports the prior sample like the
+    Python loop (one Scan node, within 1e-5)."""
+    _export_and_check({"name": "deis"}, tmp_path, stats=True)
 
 
 @pytest.mark.slow

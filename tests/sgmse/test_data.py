@@ -9,8 +9,8 @@ import pytest
 from diffusekit.errors import ConfigError
 from diffusekit_sgmse import data
 
-needs_espeak = pytest.mark.skipif(not data.espeak_available(),
-                                  reason="espeak-ng is not installed (apt-get install -y espeak-ng)")
+_MISSING = data.missing_speech_requirements()
+needs_espeak = pytest.mark.skipif(bool(_MISSING), reason=f"the speech corpus needs {', '.join(_MISSING)}")
 
 
 def test_mix_at_snr_is_exact():

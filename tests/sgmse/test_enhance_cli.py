@@ -9,7 +9,7 @@ import diffusekit as dk
 from diffusekit.cli import main
 from diffusekit_sgmse.enhance import enhance_waveform
 
-sf = pytest.importorskip("soundfile")
+sf = pytest.importorskip("soundfile", reason="enhance reads and writes WAV files with soundfile", exc_type=ImportError)
 
 
 @pytest.fixture

@@ -90,3 +90,34 @@ def test_missing_stats_error_names_the_fix(ring):
         pipe.sample(4)
     with pytest.raises(ConfigError, match="teleport"):
         dk.create("sampler", "deis", teleport=1.5)
+
+
+def test_auto_teleport_follows_the_recorded_statistics(ring):
+    """teleport="auto" (the default): nothing without statistics; with them the start moves to
+    the rule's sigma* (at most half the log-SNR range), the 5-NFE MMD drops as with a tuned fixed
+    fraction, and teleport=0 or an explicit grid still start at t_max."""
+    from diffusekit import datastats
+
+    proc = dk.create("process", "vp")
+    data = ring.sample(20_000, torch.Generator().manual_seed(5))
+    ref = ring.sample(2000, torch.Generator().manual_seed(1))
+    x_T = proc.prior(2000, (2,), generator=torch.Generator().manual_seed(0))
+    pipe = make_pipe(proc, ring, dk.create("sampler", "deis", steps=5))
+    assert pipe.sampler.config.teleport == "auto"
+    assert pipe.sampler.with_buffers(pipe.buffers) is pipe.sampler  # no statistics: unchanged
+    plain = mmd(pipe.sample(2000, x_init=x_T), ref)
+    fit_gaussian_stats(pipe, data)
+    resolved = pipe.sampler.with_buffers(pipe.buffers)
+    assert resolved is pipe.sampler.with_buffers(pipe.buffers)  # resolved once, plans cached
+    sigma = datastats.teleport_sigma(pipe.buffers, pipe.sampler.config.teleport_tol)
+    t0 = float(resolved.build_plan(proc).t[0])
+    a, _, c = (float(v) for v in proc.coefficients(torch.tensor(t0, dtype=torch.float64)))
+    assert abs(c / a - sigma) < 1e-6 * sigma
+    auto = mmd(pipe.sample(2000, x_init=x_T), ref)
+    assert pipe.last_nfe == 5
+    assert auto < 0.5 * plain, (auto, plain)
+    never = make_pipe(proc, ring, dk.create("sampler", "deis", steps=5, teleport=0))
+    never.buffers.update(pipe.buffers)
+    assert float(never.sampler.with_buffers(never.buffers).build_plan(proc).t[0]) == proc.t_max
+    explicit = dk.create("sampler", "deis", steps=2, schedule={"name": "explicit", "times": [1.0, 0.5, 0.001]})
+    assert explicit.with_buffers(pipe.buffers).build_plan(proc).t.tolist() == [1.0, 0.5, 0.001]
