@@ -100,7 +100,7 @@ def gaussian_statistics(x: torch.Tensor, rank: Optional[int] = None, seed: int =
 
 
 def gaussian_posterior_mean(xt: torch.Tensor, sigma: float, stats: dict[str, torch.Tensor]) -> torch.Tensor:
-    """E[x0 | x0 + sigma eps = xt] under the Gaussian model, for flat xt (B, D), in float64."""
+    """E[x0 | x0 + sigma eps = xt] under the Gaussian model, for flat xt (B, D), in xt's dtype."""
     mu = stats[MEAN].flatten().to(xt)
     s, u, r = stats[EIGVALS].to(xt), stats[EIGVECS].to(xt), float(stats[RESVAR])
     res = xt - mu
@@ -138,7 +138,7 @@ def _gaussian_like(n: int, stats: dict[str, torch.Tensor], g: torch.Generator) -
     return mu + w @ u.T + math.sqrt(r) * perp
 
 
-def error_profile(x: torch.Tensor, n_ref: int = 2048, n_query: int = 256, levels: int = 24,
+def error_profile(x: torch.Tensor, n_ref: int = 2048, n_query: int = 256, levels: int = 20,
                   seed: int = 0) -> dict[str, torch.Tensor]:
     """The Gaussian model's noise-prediction error against the empirical distribution over
     ``levels`` noise-to-signal ratios, log-spaced from 0.05 to 50 times the data's RMS scale
@@ -149,8 +149,9 @@ def error_profile(x: torch.Tensor, n_ref: int = 2048, n_query: int = 256, levels
     error is 0: what it reports is this estimator's floor, and the profile is
     sqrt(max(e_data^2 - e_floor^2, 0))."""
     d = x[0].numel()
-    # at most about 2e9 multiply-adds per profile, both passes (a few seconds on one core)
-    n_ref = max(256, min(n_ref, int(5e8 / (n_query * d * levels))))
+    # at most about 4e8 multiply-adds per profile, both passes (a fraction of a second on one
+    # core: dk.train computes it for every unconditional run); float32 arithmetic
+    n_ref = max(256, min(n_ref, int(2e8 / (n_query * d * levels))))
     flat = _rows(x, n_ref + n_query, seed + 1)
     if flat.shape[0] < 8:
         raise ShapeError("data: the error profile needs at least 8 samples")
@@ -162,9 +163,9 @@ def error_profile(x: torch.Tensor, n_ref: int = 2048, n_query: int = 256, levels
     sigmas = torch.logspace(math.log10(0.05 * scale), math.log10(50 * scale), levels, dtype=torch.float64)
     g = torch.Generator().manual_seed(seed + 2)
     eps = torch.randn(query.shape, generator=g, dtype=torch.float64)
-    data_err = _gaussian_error(query, ref, sigmas.tolist(), eps)
+    data_err = _gaussian_error(query.float(), ref.float(), sigmas.tolist(), eps.float())
     twin = _gaussian_like(flat.shape[0], gaussian_statistics(flat, rank=min(MAX_RANK, d, flat.shape[0] - 1)), g)
-    floor = _gaussian_error(twin[:n_query], twin[n_query:], sigmas.tolist(), eps)
+    floor = _gaussian_error(twin[:n_query].float(), twin[n_query:].float(), sigmas.tolist(), eps.float())
     errs = [math.sqrt(max(e - f, 0.0)) for e, f in zip(data_err, floor)]
     return {PROFILE_SIGMA: sigmas.float(), PROFILE_ERR: torch.tensor(errs, dtype=torch.float32)}
 

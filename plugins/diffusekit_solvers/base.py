@@ -50,7 +50,7 @@ class SolverConfig(SamplerConfig):
                     "accurate (none without statistics), a fraction of the log-SNR range to skip "
                     "(needs the statistics), or 0 (never)")
     teleport_tol: float = Field(
-        0.005, gt=0.0, le=1.0,
+        0.002, gt=0.0, le=1.0,
         description="teleport='auto': largest displacement of the skipped trajectory, in units of the "
                     "noise level where sampling resumes (RMS per dimension)")
     final_sigma_zero: Optional[bool] = Field(
@@ -248,13 +248,13 @@ class GaussianSolver(TabulatedSampler):
     def with_buffers(self, buffers: dict) -> "GaussianSolver":
         """Resolve ``teleport="auto"``: start at the noise-to-signal ratio sigma* that
         :func:`diffusekit.datastats.teleport_sigma` picks from the recorded error profile
-        (lambda* = -2 log sigma*); unchanged without statistics."""
+        (lambda* = log(a / c) = -log sigma*); unchanged without statistics."""
         if self.config.teleport != "auto" or not datastats.has_statistics(buffers):
             return self
         sigma = datastats.teleport_sigma(buffers, self.config.teleport_tol)
         if sigma is None:
             return self
-        lam = -2.0 * math.log(sigma)
+        lam = -math.log(sigma)  # the solvers' lambda = log(a / c) (DPM-Solver's half log-SNR)
         cache = self.__dict__.setdefault("_resolved", {})
         if lam not in cache:
             import copy
