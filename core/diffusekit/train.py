@@ -280,6 +280,12 @@ def _check_resume(path: Path, meta: dict, pipe, fingerprint: dict, steps: int) -
     return step
 
 
+def _module_state(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The ``pipe.model`` state dict stored under ``prefix`` ("model." or "ema.") in a
+    checkpoint's tensors (the pipeline buffers, "model.buffer.*", are not module state)."""
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix) and not k.startswith("model.buffer.")}
+
+
 def _load_checkpoint(path: Path, pipe, opt, ema: EMA | None, gens, rank: int, fingerprint: dict,
                      steps: int) -> tuple[int, list[float]]:
     from safetensors.torch import load_file
@@ -287,9 +293,7 @@ def _load_checkpoint(path: Path, pipe, opt, ema: EMA | None, gens, rank: int, fi
     meta = json.loads((path / "state.json").read_text())
     step = _check_resume(path, meta, pipe, fingerprint, steps)
     tensors = load_file(str(path / "state.safetensors"))
-    sub = {k[len("model."):]: v for k, v in tensors.items()
-           if k.startswith("model.") and not k.startswith("model.buffer.")}
-    pipe.model.load_state_dict(sub)
+    pipe.model.load_state_dict(_module_state(tensors, "model."))
     if ema is not None:
         for k in ema.shadow:
             ema.shadow[k].copy_(tensors[f"ema.{k}"])
@@ -318,7 +322,7 @@ def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
 
 def checkpoints(out_dir: str | os.PathLike) -> list[Path]:
     """A run's checkpoint directories, oldest first (not verified; see :func:`load_checkpoint_weights`)."""
-    return sorted(_checkpoints(Path(out_dir) / CHECKPOINT_DIR), key=lambda p: p.name)
+    return _checkpoints(Path(out_dir) / CHECKPOINT_DIR)[::-1]
 
 
 def load_checkpoint_weights(path: str | os.PathLike, pipe, ema: bool = True) -> int:
@@ -343,7 +347,7 @@ def load_checkpoint_weights(path: str | os.PathLike, pipe, ema: bool = True) -> 
                           "the run's config.json", loc="checkpoint")
     tensors = load_file(str(path / "state.safetensors"))
     prefix = "ema." if ema else "model."
-    sub = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix) and not k.startswith("model.buffer.")}
+    sub = _module_state(tensors, prefix)
     if ema and not sub:
         raise ConfigError(f"checkpoint {path} holds no EMA weights (the run had ema=None); pass ema=False",
                           loc="checkpoint")
