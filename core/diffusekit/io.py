@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -40,16 +41,25 @@ def versions() -> dict[str, str]:
     return out
 
 
-#: written while a save commits: lists the complete, fsynced ``.pending`` files that replace
-#: the run's files; its presence at load means "finish the commit" (redo), its absence means
-#: the old files are the run
+#: written while a save commits: lists the complete, fsynced staged files that replace the
+#: run's files; its presence at load means "finish the commit" (redo), its absence means the
+#: old files are the run
 JOURNAL_FILE = ".save-journal.json"
+#: hidden directory inside the run where a save writes its files before the commit; everything
+#: in it belongs to an unfinished save (including the temporary files safetensors itself creates
+#: beside its destination), so it is removed whole once no commit needs it
+STAGING_DIR = ".save-staging"
 #: pipeline keys that do not change what the weights mean (a different sampler is a choice at
 #: sampling time); edits of any other key of config.json are refused at load
 NOT_BOUND_TO_WEIGHTS = ("sampler",)
 
 
 def _pending(d: Path, name: str) -> Path:
+    return d / STAGING_DIR / name
+
+
+def _legacy_pending(d: Path, name: str) -> Path:
+    """Where saves before the staging directory wrote their files (still cleaned up)."""
     return d / f".{name}.pending"
 
 
@@ -75,14 +85,14 @@ def weights_config(cfg: dict) -> dict:
 def save_pipeline(pipe, directory) -> None:
     """Save atomically (see ``docs/reliability.md``).
 
-    1. ``model.safetensors`` and ``config.json`` are written completely to hidden ``.pending``
-       siblings and fsynced; the weights' metadata holds the hash of the pipeline config they
+    1. ``model.safetensors`` and ``config.json`` are written completely into the hidden staging
+       directory and fsynced; the weights' metadata holds the hash of the pipeline config they
        belong to, ``config.json`` the sha256 of the weights file.
     2. A journal naming both is written atomically: from here on the save is committed.
     3. The pending files are renamed over the run's files and the journal is removed.
 
-    A crash or a full disk before step 2 leaves the previous run untouched (the pending files
-    are removed or ignored); after step 2, the next load finishes the renames. A run is never
+    A crash or a full disk before step 2 leaves the previous run untouched (the staging
+    directory is ignored, and removed by the next save or load); after step 2, the next load finishes the renames. A run is never
     a new config paired with old weights, and a failure never leaves large temporary files.
     """
     from safetensors.torch import save_file
@@ -104,6 +114,7 @@ def save_pipeline(pipe, directory) -> None:
     remove_stale_temps(d / JOURNAL_FILE)  # a journal write that was itself interrupted
     weights_pending, config_pending = _pending(d, WEIGHTS_FILE), _pending(d, CONFIG_FILE)
     try:
+        weights_pending.parent.mkdir(exist_ok=True)
         bound = canonical_json(weights_config(cfg))
         metadata = {"format": str(FORMAT_VERSION), "diffusekit": versions()["diffusekit"],
                     "config_sha256": sha256_text(bound), "config": bound}
@@ -116,10 +127,11 @@ def save_pipeline(pipe, directory) -> None:
         config_pending.write_text(json.dumps(doc, indent=2, default=str) + "\n")
         fsync_file(config_pending)
         fsync_dir(d)
-        atomic_write_json(d / JOURNAL_FILE, {CONFIG_FILE: config_pending.name, WEIGHTS_FILE: weights_pending.name})
+        fsync_dir(weights_pending.parent)
+        atomic_write_json(d / JOURNAL_FILE, {CONFIG_FILE: f"{STAGING_DIR}/{CONFIG_FILE}",
+                                             WEIGHTS_FILE: f"{STAGING_DIR}/{WEIGHTS_FILE}"})
     except BaseException as exc:
-        weights_pending.unlink(missing_ok=True)
-        config_pending.unlink(missing_ok=True)
+        shutil.rmtree(d / STAGING_DIR, ignore_errors=True)
         if isinstance(exc, Exception) and not isinstance(exc, (ConfigError, WriteError)):
             raise WriteError(f"could not save the pipeline to {d} ({exc}); the run there is unchanged. Free disk "
                              "space or choose another directory") from exc
@@ -128,7 +140,7 @@ def save_pipeline(pipe, directory) -> None:
 
 
 def _recover(d: Path) -> None:
-    """Finish a committed save that was interrupted (journal present), or drop the pending files
+    """Finish a committed save that was interrupted (journal present), or drop the staged files
     of an uncommitted one."""
     from .files import fsync_dir
 
@@ -144,8 +156,9 @@ def _recover(d: Path) -> None:
         fsync_dir(d)
         journal.unlink()
         fsync_dir(d)
+    shutil.rmtree(d / STAGING_DIR, ignore_errors=True)
     for name in (WEIGHTS_FILE, CONFIG_FILE):
-        _pending(d, name).unlink(missing_ok=True)
+        _legacy_pending(d, name).unlink(missing_ok=True)
 
 
 def read_config(directory) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import torch
 
 import diffusekit as dk
 from diffusekit.errors import ConfigError, IntegrityError
-from diffusekit.io import CONFIG_FILE, JOURNAL_FILE, WEIGHTS_FILE
+from diffusekit.io import CONFIG_FILE, JOURNAL_FILE, STAGING_DIR, WEIGHTS_FILE
 
 from .conftest import python_child, same_weights, small_pipe, weights
 
@@ -81,13 +81,32 @@ def test_kill_9_mid_save_never_pairs_config_and_weights_of_different_saves(tmp_p
         outcomes.add(hidden)
         assert not (run / JOURNAL_FILE).exists()
     assert outcomes
-    # an uncommitted save may leave its .pending files until the next save, which removes them
+    # an uncommitted save may leave its staging directory (with safetensors' own .tmpXXXXXX files)
+    # until the next save, which removes it
     dk.Pipeline.load(tmp_path / "ref0").save(run)
     assert _hidden_files(run) == []
 
 
 def test_committed_but_interrupted_save_is_finished_at_load(tmp_path):
     """State after a crash between the journal and the renames: the next load completes it."""
+    run, new = tmp_path / "run", tmp_path / "new"
+    small_pipe(0).save(run)
+    newer = small_pipe(1, hidden=32)
+    newer.save(new)
+    (run / STAGING_DIR).mkdir()
+    shutil.copy(new / WEIGHTS_FILE, run / STAGING_DIR / WEIGHTS_FILE)
+    shutil.copy(new / CONFIG_FILE, run / STAGING_DIR / CONFIG_FILE)
+    (run / STAGING_DIR / ".tmpAb12Cd").write_bytes(b"\0" * 100)  # safetensors' own temporary file
+    (run / JOURNAL_FILE).write_text(json.dumps({CONFIG_FILE: f"{STAGING_DIR}/{CONFIG_FILE}",
+                                                WEIGHTS_FILE: f"{STAGING_DIR}/{WEIGHTS_FILE}"}))
+    loaded = dk.Pipeline.load(run)
+    assert loaded.config["network"]["hidden"] == 32 and same_weights(weights(loaded), weights(newer))
+    assert _hidden_files(run) == []
+
+
+def test_journal_of_an_older_version_is_still_finished(tmp_path):
+    """Saves before the staging directory wrote ``.<name>.pending`` siblings; their journal is
+    finished the same way."""
     run, new = tmp_path / "run", tmp_path / "new"
     small_pipe(0).save(run)
     newer = small_pipe(1, hidden=32)
@@ -105,7 +124,10 @@ def test_uncommitted_pending_files_are_ignored(tmp_path):
     run = tmp_path / "run"
     old = small_pipe(0)
     old.save(run)
-    (run / f".{WEIGHTS_FILE}.pending").write_bytes(b"\0" * 1000)  # a save killed before its journal
+    (run / STAGING_DIR).mkdir()  # a save killed before its journal, inside safetensors' write
+    (run / STAGING_DIR / WEIGHTS_FILE).write_bytes(b"\0" * 1000)
+    (run / STAGING_DIR / ".tmpAb12Cd").write_bytes(b"\0" * 1000)
+    (run / f".{WEIGHTS_FILE}.pending").write_bytes(b"\0" * 1000)  # the layout of older versions
     assert same_weights(weights(dk.Pipeline.load(run)), weights(old))
     old.save(run)  # the next save cleans it up
     assert _hidden_files(run) == []
