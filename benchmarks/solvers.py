@@ -112,9 +112,11 @@ class Setup:
 
     def exact_ode(self):
         """The probability-flow ODE from the same x_T, solved to rtol = atol = 1e-7 (RK45)."""
-        ode = dk.create("sampler", "ode", rtol=1e-7, atol=1e-7)
-        pipe = oracle_pipeline(self.process, self.mix, sampler=ode)
-        return pipe.sample(self.x_T.shape[0], x_init=self.x_T), pipe.last_nfe
+        if "_exact" not in self.__dict__:
+            ode = dk.create("sampler", "ode", rtol=1e-7, atol=1e-7)
+            pipe = oracle_pipeline(self.process, self.mix, sampler=ode)
+            self._exact = (pipe.sample(self.x_T.shape[0], x_init=self.x_T), pipe.last_nfe)
+        return self._exact
 
     def fresh(self):
         """A fresh data set (the estimator's floor)."""
@@ -130,9 +132,35 @@ class Setup:
         return run_diffusers(diffusers_scheduler(name), self.x0_fn, self.x_T, steps)
 
 
-def mmd_table(draws, nfes, have_kd, have_df):
-    """{row label: per mixture, per NFE: (mean MMD^2, standard error, NFE)}; ``draws`` holds one
-    list of Setups (one per draw) for each mixture."""
+class Cell:
+    """MMD^2 of one sampler at one NFE budget on every draw."""
+
+    def __init__(self, values, nfe):
+        self.values = torch.tensor(values, dtype=torch.float64)
+        self.nfe = nfe
+
+    @staticmethod
+    def _stats(v):
+        se = float(v.std() / len(v) ** 0.5) if len(v) > 1 else float("nan")
+        return float(v.mean()), se
+
+    def stats(self):
+        """(mean, standard error) over the draws."""
+        return self._stats(self.values)
+
+    def excess(self, ref: "Cell"):
+        """(mean, standard error) of the paired difference to ``ref`` on the same draws."""
+        return self._stats(self.values - ref.values)
+
+
+EXACT = "exact probability-flow ODE (RK45, 1e-7; NFE in brackets)"
+FRESH = "two fresh data sets (estimator floor)"
+
+
+def mmd_table(draws, nfes, have_kd, have_df, only=()):
+    """{row label: per mixture, per NFE: Cell}; ``draws`` holds one list of Setups (one per
+    draw) for each mixture; ``only``: substrings selecting rows (the exact-ODE and fresh-data
+    rows are always kept)."""
     rows = {}
     for label, (name, params, st) in OURS.items():
         rows[f"diffusekit {label}"] = lambda s, n, name=name, params=params, st=st: s.ours(name, params, st(n))
@@ -142,8 +170,10 @@ def mmd_table(draws, nfes, have_kd, have_df):
     if have_kd:
         for name, st in KDIFF.items():
             rows[f"k-diffusion {name}"] = lambda s, n, name=name, st=st: s.kdiff(name, st(n))
-    rows["exact probability-flow ODE (RK45, 1e-7; NFE in brackets)"] = lambda s, n: s.exact_ode()
-    rows["two fresh data sets (estimator floor)"] = lambda s, n: s.fresh()
+    if only:
+        rows = {k: v for k, v in rows.items() if any(o in k for o in only)}
+    rows[EXACT] = lambda s, n: s.exact_ode()
+    rows[FRESH] = lambda s, n: s.fresh()
     out = {}
     for label, run in rows.items():
         per_mix = []
@@ -154,9 +184,7 @@ def mmd_table(draws, nfes, have_kd, have_df):
                 for s in setups:
                     x, nfe = run(s, n)
                     vals.append(s.mmd(x))
-                v = torch.tensor(vals, dtype=torch.float64)
-                se = float(v.std() / len(vals) ** 0.5) if len(vals) > 1 else float("nan")
-                cells.append((float(v.mean()), se, nfe))
+                cells.append(Cell(vals, nfe))
             per_mix.append(cells)
         out[label] = per_mix
     return out
@@ -254,6 +282,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=2000, help="samples per MMD estimate (MMD costs O(n^2))")
     ap.add_argument("--draws", type=int, default=8, help="independent (x_T, reference) draws per MMD cell")
+    ap.add_argument("--rows", default="", help="comma list of substrings: only the MMD rows whose label holds one")
+    ap.add_argument("--mixtures", default="", help="comma list of substrings of the mixture names (default: both)")
     ap.add_argument("--quick", action="store_true", help="NFE 10 only, n = 1000, 2 draws")
     ap.add_argument("--skip", default="", help="comma list of sections to skip: mmd,rms,overhead")
     ap.add_argument("--nfes", default="", help="comma list of NFE budgets (default 5,10,20,50)")
@@ -272,28 +302,39 @@ def main(argv=None):
     names = list(mixtures())
     if "mmd" not in skip:
         n_draws = 2 if args.quick else args.draws
-        draws = [[Setup(m, n, draw=d) for d in range(n_draws)] for m in mixtures().values()]
-        res = mmd_table(draws, nfes, have_kd, have_df)
-        for k, name in enumerate(names):
-            print(f"\n### MMD^2 to fresh data, {name} (n = {n}, mean +- 2 s.e. over {n_draws} draws)\n")
-            print("| sampler | " + " | ".join(f"NFE {v}" for v in nfes) + " |")
-            print("|---|" + "---|" * len(nfes))
+        chosen = {k: m for k, m in mixtures().items()
+                  if not args.mixtures or any(o in k for o in args.mixtures.split(","))}
+        mmd_names = list(chosen)
+        draws = [[Setup(m, n, draw=d) for d in range(n_draws)] for m in chosen.values()]
+        only = tuple(filter(None, args.rows.split(",")))
+        res = mmd_table(draws, nfes, have_kd, have_df, only)
+        for k, name in enumerate(mmd_names):
+            print(f"\n### MMD^2 to fresh data, {name} (n = {n}, mean +- 2 s.e. over {n_draws} draws; "
+                  "last columns: paired excess over the exact ODE on the same draws)\n")
+            print("| sampler | " + " | ".join(f"NFE {v}" for v in nfes) + " | "
+                  + " | ".join(f"excess, NFE {v}" for v in nfes) + " |")
+            print("|---|" + "---|" * (2 * len(nfes)))
             for label, per in res.items():
-                cells = [f"{m:.2e} +- {2 * se:.0e}" + ("" if nfe == v else f" ({nfe})")
-                         for (m, se, nfe), v in zip(per[k], nfes)]
+                cells = []
+                for c, v in zip(per[k], nfes):
+                    m, se = c.stats()
+                    cells.append(f"{m:.2e} +- {2 * se:.0e}" + ("" if c.nfe == v else f" ({c.nfe})"))
+                for c, ref in zip(per[k], res[EXACT][k]):
+                    m, se = c.excess(ref)
+                    cells.append(f"{m:.2e} +- {2 * se:.0e}")
                 print(f"| {label} | " + " | ".join(cells) + " |")
             peers = {lab: per[k] for lab, per in res.items() if lab.startswith(("diffusers", "k-diffusion"))}
-            if peers:
-                best = [min(p[j][0] for p in peers.values()) for j in range(len(nfes))]
-                default = res["diffusekit default + data statistics (deis, teleport auto)"][k]
-                dpmpp = res["diffusekit dpm-solver++ (default: 2M, quadratic grid below 15 steps)"][k]
-                dpmpp_auto = res["diffusekit dpm-solver++ + data statistics (teleport auto)"][k]
-
-                def ratios(row):
-                    return ", ".join(f"NFE {v}: {d[0] / b:.3f}" for v, d, b in zip(nfes, row, best))
-
-                print(f"\nratio to the best peer: default with statistics {ratios(default)}; dpm-solver++ "
-                      f"{ratios(dpmpp)}; dpm-solver++ with statistics {ratios(dpmpp_auto)}")
+            ours = {lab: res[lab][k] for lab in ("diffusekit default + data statistics (deis, teleport auto)",
+                                                 "diffusekit dpm-solver++ (default: 2M, quadratic grid below 15 steps)",
+                                                 "diffusekit dpm-solver++ + data statistics (teleport auto)") if lab in res}
+            if peers and ours:
+                for j, v in enumerate(nfes):
+                    best_label, best = min(peers.items(), key=lambda kv: kv[1][j].stats()[0])
+                    b, b_ex = best[j].stats()[0], best[j].excess(res[EXACT][k][j])[0]
+                    print(f"\nNFE {v}, best peer {best_label} ({b:.2e}; excess {b_ex:.2e}): "
+                          + "; ".join(f"{lab.replace('diffusekit ', '')}: ratio {c[j].stats()[0] / b:.3f}, "
+                                      f"excess ratio {c[j].excess(res[EXACT][k][j])[0] / b_ex:.3f}"
+                                      for lab, c in ours.items()))
     if "rms" not in skip:
         res = rms_table(setups, nfes, have_kd)
         for k, name in enumerate(names):

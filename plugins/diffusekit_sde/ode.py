@@ -4,9 +4,12 @@ Euler / Heun / RK4 on a registered time grid.
 
 For an AdditiveGaussian process x_t = a x0 + b y + c eps the velocity is
 dx/dt = a' x0_hat + b' y + c' eps_hat, which equals f - g^2 score / 2 for the linear SDEs and
-needs only the denoiser's x0 / eps predictions. NFE: euler n, heun 2n - 1 (Euler on the last
-step), rk4 4n, rk45 adaptive (reported by the denoiser's counter). ``denoise_final`` replaces
-the result by x0_hat(x, t_min) (one extra evaluation).
+needs only the denoiser's x0 / eps predictions. That velocity and the fixed-step Euler and Heun
+updates are the flow plugin's (``velocity_of``, ``flow-euler``, ``flow-heun``: one copy of the
+probability-flow Euler / Heun in t in the tree), run here on this sampler's registered grid;
+RK4 (classical, four evaluations per step) is written here. NFE: euler n, heun 2n - 1 (Euler on
+the last step), rk4 4n, rk45 adaptive (reported by the denoiser's counter). ``denoise_final``
+replaces the result by x0_hat(x, t_min) (one extra evaluation).
 """
 
 from __future__ import annotations
@@ -16,20 +19,50 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from diffusekit.process import AdditiveGaussian, PinnedBridge, bcast
+from diffusekit.process import AdditiveGaussian, PinnedBridge
 from diffusekit.sampler import FiniteTracker, Sampler, SamplerConfig
 from diffusekit.state import real_dtype
+from diffusekit_flow.samplers import FlowEuler, FlowHeun, FlowODEConfig
+from diffusekit_flow.velocity import velocity_of
 
 
 def pf_ode_velocity(denoiser, process, x, t, cond):
     """dx/dt of the probability-flow ODE at (x, t); t of shape (B,). Returns (velocity, prediction)."""
     pred = denoiser(x, t, cond)
-    da, db, dc = process.coefficient_derivatives(t)
-    v = bcast(da, x) * pred.x0 + bcast(dc, x) * pred.eps
-    y = process.endpoint(cond, x)
-    if y is not None:
-        v = v + bcast(db, x) * y
-    return v, pred
+    return velocity_of(pred), pred
+
+
+def _schedule_times(schedule: str, process, steps: int) -> torch.Tensor:
+    from diffusekit.api import create
+
+    return create("schedule", schedule, loc="sampler.schedule").times(process, steps)
+
+
+class _ScheduledConfig(FlowODEConfig):
+    schedule: str = Field("uniform", description="registered time grid")
+
+
+class _FlowEulerOnSchedule(FlowEuler):
+    """``flow-euler`` on a registered time grid (the ``ode`` sampler's ``schedule``)."""
+
+    Config = _ScheduledConfig
+
+    def grid(self, process) -> torch.Tensor:
+        return _schedule_times(self.config.schedule, process, self.config.steps)
+
+
+class _FlowHeunOnSchedule(FlowHeun):
+    """``flow-heun`` on a registered time grid (the ``ode`` sampler's ``schedule``)."""
+
+    Config = _ScheduledConfig
+
+    def grid(self, process) -> torch.Tensor:
+        return _schedule_times(self.config.schedule, process, self.config.steps)
+
+
+_FLOW_STEPPERS = {"euler": _FlowEulerOnSchedule, "heun": _FlowHeunOnSchedule}
+
+
 class ODEConfig(SamplerConfig):
     steps: int = Field(100, ge=1, le=100_000, description="fixed-step methods: number of steps")
     method: Literal["rk45", "euler", "heun", "rk4"] = Field(
@@ -58,9 +91,15 @@ class ProbabilityFlowODE(Sampler):
         return {"euler": 1, "heun": 2, "rk4": 4}[m] * self.config.steps - (1 if m == "heun" else 0)
 
     def _grid(self, process):
-        from diffusekit.api import create
+        return _schedule_times(self.config.schedule, process, self.config.steps)
 
-        return create("schedule", self.config.schedule, loc="sampler.schedule").times(process, self.config.steps)
+    def _stepper(self):
+        """The flow plugin's Euler / Heun sampler on this sampler's grid (built once)."""
+        if "_flow_stepper" not in self.__dict__:
+            cfg = self.config
+            cls = _FLOW_STEPPERS[cfg.method]
+            self._flow_stepper = cls(steps=cfg.steps, schedule=cfg.schedule)
+        return self._flow_stepper
 
     def sample(self, denoiser, process, x, cond=None, generator=None, callback=None):
         cfg = self.config
@@ -85,27 +124,19 @@ class ProbabilityFlowODE(Sampler):
             if callback is not None:
                 out = callback({"i": 0, "t": ts[-1], "x": x, "prediction": None, "generator": generator})
                 x = x if out is None else out
-        else:
-            # times in the state's real dtype (complex states, e.g. spectrograms, keep real times)
+        elif cfg.method in _FLOW_STEPPERS:
+            x = self._stepper().sample(denoiser, process, x, cond, generator, callback)
+        else:  # classical RK4; times in the state's real dtype (complex states keep real times)
             ts = self._grid(process).to(device=x.device, dtype=real_dtype(x))
             for i in range(len(ts) - 1):
                 t0, t1 = ts[i].expand(n), ts[i + 1].expand(n)
                 h = ts[i + 1] - ts[i]
+                tm = (ts[i] + h / 2).expand(n)
                 k1, pred = pf_ode_velocity(denoiser, process, x, t0, cond)
-                if cfg.method == "euler":
-                    x = x + h * k1
-                elif cfg.method == "heun":
-                    if i == len(ts) - 2:  # Euler on the last step (EDM): saves one evaluation
-                        x = x + h * k1
-                    else:
-                        k2, _ = pf_ode_velocity(denoiser, process, x + h * k1, t1, cond)
-                        x = x + h * (k1 + k2) / 2
-                else:
-                    tm = (ts[i] + h / 2).expand(n)
-                    k2, _ = pf_ode_velocity(denoiser, process, x + h / 2 * k1, tm, cond)
-                    k3, _ = pf_ode_velocity(denoiser, process, x + h / 2 * k2, tm, cond)
-                    k4, _ = pf_ode_velocity(denoiser, process, x + h * k3, t1, cond)
-                    x = x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+                k2, _ = pf_ode_velocity(denoiser, process, x + h / 2 * k1, tm, cond)
+                k3, _ = pf_ode_velocity(denoiser, process, x + h / 2 * k2, tm, cond)
+                k4, _ = pf_ode_velocity(denoiser, process, x + h * k3, t1, cond)
+                x = x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
                 tracker.update(x, i)
                 if callback is not None:
                     out = callback({"i": i, "t": ts[i + 1], "x": x, "prediction": pred, "generator": generator})
