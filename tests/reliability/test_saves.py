@@ -87,34 +87,24 @@ def test_kill_9_mid_save_never_pairs_config_and_weights_of_different_saves(tmp_p
     assert _hidden_files(run) == []
 
 
-def test_committed_but_interrupted_save_is_finished_at_load(tmp_path):
-    """State after a crash between the journal and the renames: the next load completes it."""
+@pytest.mark.parametrize("layout", ["staging", "pending-siblings"])
+def test_committed_but_interrupted_save_is_finished_at_load(tmp_path, layout):
+    """State after a crash between the journal and the renames: the next load completes it.
+    ``staging``: this version's layout (with a temporary file safetensors itself left inside);
+    ``pending-siblings``: the ``.<name>.pending`` files that older versions wrote."""
     run, new = tmp_path / "run", tmp_path / "new"
     small_pipe(0).save(run)
     newer = small_pipe(1, hidden=32)
     newer.save(new)
-    (run / STAGING_DIR).mkdir()
-    shutil.copy(new / WEIGHTS_FILE, run / STAGING_DIR / WEIGHTS_FILE)
-    shutil.copy(new / CONFIG_FILE, run / STAGING_DIR / CONFIG_FILE)
-    (run / STAGING_DIR / ".tmpAb12Cd").write_bytes(b"\0" * 100)  # safetensors' own temporary file
-    (run / JOURNAL_FILE).write_text(json.dumps({CONFIG_FILE: f"{STAGING_DIR}/{CONFIG_FILE}",
-                                                WEIGHTS_FILE: f"{STAGING_DIR}/{WEIGHTS_FILE}"}))
-    loaded = dk.Pipeline.load(run)
-    assert loaded.config["network"]["hidden"] == 32 and same_weights(weights(loaded), weights(newer))
-    assert _hidden_files(run) == []
-
-
-def test_journal_of_an_older_version_is_still_finished(tmp_path):
-    """Saves before the staging directory wrote ``.<name>.pending`` siblings; their journal is
-    finished the same way."""
-    run, new = tmp_path / "run", tmp_path / "new"
-    small_pipe(0).save(run)
-    newer = small_pipe(1, hidden=32)
-    newer.save(new)
-    shutil.copy(new / WEIGHTS_FILE, run / f".{WEIGHTS_FILE}.pending")
-    shutil.copy(new / CONFIG_FILE, run / f".{CONFIG_FILE}.pending")
-    (run / JOURNAL_FILE).write_text(json.dumps({CONFIG_FILE: f".{CONFIG_FILE}.pending",
-                                                WEIGHTS_FILE: f".{WEIGHTS_FILE}.pending"}))
+    if layout == "staging":
+        (run / STAGING_DIR).mkdir()
+        (run / STAGING_DIR / ".tmpAb12Cd").write_bytes(b"\0" * 100)
+        staged = {name: f"{STAGING_DIR}/{name}" for name in (CONFIG_FILE, WEIGHTS_FILE)}
+    else:
+        staged = {name: f".{name}.pending" for name in (CONFIG_FILE, WEIGHTS_FILE)}
+    for name, rel in staged.items():
+        shutil.copy(new / name, run / rel)
+    (run / JOURNAL_FILE).write_text(json.dumps(staged))
     loaded = dk.Pipeline.load(run)
     assert loaded.config["network"]["hidden"] == 32 and same_weights(weights(loaded), weights(newer))
     assert _hidden_files(run) == []
