@@ -1,5 +1,5 @@
 """Ready pipeline configs for ``diffusekit train gdss-community-small --out RUN`` and
-``diffusekit train gdss-grid --out RUN``, sized to train in about 15 minutes on one CPU core
+``diffusekit train gdss-grid --out RUN``, sized to train in 10 to 20 minutes on one CPU core
 (see docs/plugins/gdss.md for the measured times). The process's ``node_counts`` are the
 train split's graph sizes, so unconditional sampling draws graph sizes like the data."""
 
@@ -52,6 +52,6 @@ def grid_recipe() -> dict[str, Any]:
         "network": _network(n, f),
         "sampler": {"name": "s4", "steps": 1000, "corrector": "langevin", "snr": 0.1, "scale_eps": 0.7},
         "data": {"name": "grid", "split": "train", "max_nodes": n, "num_features": f, "side_min": lo, "side_max": hi},
-        "train": {"steps": 2400, "batch_size": 8, "lr": 5e-3, "weight_decay": 1e-4, "grad_clip": 1.0,
+        "train": {"steps": 2800, "batch_size": 8, "lr": 5e-3, "weight_decay": 1e-4, "grad_clip": 1.0,
                   "ema": 0.999, "warmup": 100},
     }
