@@ -89,11 +89,13 @@ def save_pipeline(pipe, directory) -> None:
        directory and fsynced; the weights' metadata holds the hash of the pipeline config they
        belong to, ``config.json`` the sha256 of the weights file.
     2. A journal naming both is written atomically: from here on the save is committed.
-    3. The pending files are renamed over the run's files and the journal is removed.
+    3. The staged files are renamed over the run's files; the journal and the staging directory
+       are removed.
 
     A crash or a full disk before step 2 leaves the previous run untouched (the staging
-    directory is ignored, and removed by the next save or load); after step 2, the next load finishes the renames. A run is never
-    a new config paired with old weights, and a failure never leaves large temporary files.
+    directory is ignored, and removed by the next save or load); after step 2, the next load
+    finishes the renames. A run is never a new config paired with old weights, and a failure
+    never leaves large temporary files.
     """
     from safetensors.torch import save_file
 

@@ -42,8 +42,9 @@ class _ScheduledConfig(FlowODEConfig):
     schedule: str = Field("uniform", description="registered time grid")
 
 
-class _FlowEulerOnSchedule(FlowEuler):
-    """``flow-euler`` on a registered time grid (the ``ode`` sampler's ``schedule``)."""
+class _OnSchedule:
+    """Mixin: a flow sampler on a registered time grid (the ``ode`` sampler's ``schedule``)
+    instead of its own shifted uniform grid."""
 
     Config = _ScheduledConfig
 
@@ -51,13 +52,12 @@ class _FlowEulerOnSchedule(FlowEuler):
         return _schedule_times(self.config.schedule, process, self.config.steps)
 
 
-class _FlowHeunOnSchedule(FlowHeun):
-    """``flow-heun`` on a registered time grid (the ``ode`` sampler's ``schedule``)."""
+class _FlowEulerOnSchedule(_OnSchedule, FlowEuler):
+    """``flow-euler`` on the ``ode`` sampler's grid."""
 
-    Config = _ScheduledConfig
 
-    def grid(self, process) -> torch.Tensor:
-        return _schedule_times(self.config.schedule, process, self.config.steps)
+class _FlowHeunOnSchedule(_OnSchedule, FlowHeun):
+    """``flow-heun`` on the ``ode`` sampler's grid."""
 
 
 _FLOW_STEPPERS = {"euler": _FlowEulerOnSchedule, "heun": _FlowHeunOnSchedule}
