@@ -392,7 +392,8 @@ pipeline keys (process, parameterization, network, sampler, guidance, conditione
 sample_shape: each a registered name or {"name": ..., **params}) plus
   "data":  a registered dataset name or {"name": ..., **params}
   "train": keyword arguments of dk.train (steps, batch_size, lr, weight_decay, warmup,
-           grad_clip, ema, seed, checkpoint_every, keep_checkpoints, log_every)
+           grad_clip, ema, seed, lr_decay ("none" or "cosine"), checkpoint_every,
+           keep_checkpoints, log_every)
 Example:
   {"process": "vp", "parameterization": "v", "network": {"name": "mlp", "dim": 2},
    "data": {"name": "moons", "n": 20000}, "train": {"steps": 2000, "batch_size": 256}}

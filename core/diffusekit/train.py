@@ -389,12 +389,27 @@ def _resume_point(out_dir: Path, resume: bool) -> Path | None:
     return None
 
 
+LR_DECAYS = ("none", "cosine")
+
+
+def lr_at(step: int, steps: int, lr: float, warmup: int = 0, decay: str = "none") -> float:
+    """The learning rate of (0-based) ``step`` out of ``steps``: a linear ramp over ``warmup``
+    steps, then ``lr`` (``decay="none"``) or lr * (1 + cos(pi * u)) / 2 with u the fraction of
+    the post-warm-up steps done (``decay="cosine"``)."""
+    if warmup and step < warmup:
+        return lr * (step + 1) / warmup
+    if decay == "cosine":
+        u = (step - warmup) / max(1, steps - warmup)
+        return lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, u)))
+    return lr
+
+
 def train(pipe, data: Any, steps: int = 1000, batch_size: int = 256, lr: float = 2e-3,
           weight_decay: float = 0.0, warmup: int = 0, grad_clip: float | None = 1.0,
           ema: float | None = 0.999, seed: int = 0, out_dir: str | os.PathLike | None = None,
           checkpoint_every: int = 0, resume: bool = False, progress: bool = True,
           log_every: int = 0, device=None, stop_after: int | None = None,
-          keep_checkpoints: int = 3, data_stats: bool = True) -> TrainResult:
+          keep_checkpoints: int = 3, data_stats: bool = True, lr_decay: str = "none") -> TrainResult:
     """Train ``pipe`` on ``data``; returns a :class:`TrainResult`.
 
     Under ``torchrun`` (WORLD_SIZE > 1) the network is wrapped in DDP (gloo on CPU, NCCL on
@@ -407,6 +422,9 @@ def train(pipe, data: Any, steps: int = 1000, batch_size: int = 256, lr: float =
     early after that many steps (used to test resumption). ``data_stats``: record the data's
     Gaussian statistics in ``pipe.buffers`` (:mod:`diffusekit.datastats`; unconditional real
     tensor data only), which samplers such as the solvers' ``teleport="auto"`` read.
+    ``lr_decay``: ``"none"`` keeps ``lr`` after the warm-up; ``"cosine"`` lowers it after the
+    warm-up along a half cosine to 0 at ``steps`` (:func:`lr_at`), so the last weights are those
+    of a settled optimizer rather than one still taking full-size steps.
     """
     check_number("steps", steps, loc="train.steps", integer=True, low=1)
     check_number("batch_size", batch_size, loc="train.batch_size", integer=True, low=1)
@@ -418,6 +436,8 @@ def train(pipe, data: Any, steps: int = 1000, batch_size: int = 256, lr: float =
     check_number("ema", ema, loc="train.ema", low=0, high=1, high_open=True, none_ok=True,
                   fix="the EMA decay, e.g. 0.999 (None or 0: no EMA)")
     check_number("seed", seed, loc="train.seed", integer=True)
+    if lr_decay not in LR_DECAYS:
+        raise ConfigError(f"train.lr_decay={lr_decay!r} is not one of {', '.join(LR_DECAYS)}", loc="train.lr_decay")
     check_number("checkpoint_every", checkpoint_every, loc="train.checkpoint_every", integer=True, low=0, fix="0 writes no checkpoints")
     check_number("log_every", log_every, loc="train.log_every", integer=True, low=0)
     check_number("keep_checkpoints", keep_checkpoints, loc="train.keep_checkpoints", integer=True, low=1)
@@ -448,6 +468,8 @@ def train(pipe, data: Any, steps: int = 1000, batch_size: int = 256, lr: float =
     devices = [device.index or 0] if device.type == "cuda" else []
     args = {"batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "warmup": warmup, "grad_clip": grad_clip,
             "ema": ema, "seed": seed}
+    if lr_decay != "none":  # older checkpoints (no key) stay comparable
+        args["lr_decay"] = lr_decay
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed + rank)
         return _train_loop(pipe, example, steps, batch_size // world, lr, weight_decay, warmup, grad_clip, ema,
@@ -492,9 +514,8 @@ def _train_loop(pipe, example: Example, steps, local_bs, lr, weight_decay, warmu
     end = steps if stop_after is None else min(steps, start + stop_after)
     max_norm = grad_clip if grad_clip else float("inf")
     for step in range(start, end):
-        scale = min(1.0, (step + 1) / warmup) if warmup else 1.0
         for group in opt.param_groups:
-            group["lr"] = lr * scale
+            group["lr"] = lr_at(step, steps, lr, warmup, train_args.get("lr_decay", "none"))
         idx = torch.randint(n_data, (local_bs,), generator=gens["data"])
         batch = example.index(idx)
         x0 = st.to(batch.x, device)

@@ -154,3 +154,15 @@ def test_one_module_conditioner_gets_ema_and_global_rng_is_untouched():
     moved_raw = (raw.model.state_dict()["conditioner.embedding.weight"] - init["conditioner.embedding.weight"]).abs().max()
     moved_ema = (pipe.model.state_dict()["conditioner.embedding.weight"] - init["conditioner.embedding.weight"]).abs().max()
     assert moved_ema < moved_raw  # the conditioner ended with its EMA weights, not the raw ones
+
+
+def test_lr_decay_cosine_ramps_then_falls_to_zero_and_bad_names_are_refused():
+    from diffusekit.train import lr_at
+
+    assert [lr_at(s, 100, 1.0, warmup=10) for s in (0, 4, 9)] == [0.1, 0.5, 1.0]
+    assert lr_at(50, 100, 1.0, warmup=10) == 1.0  # "none": constant after the warm-up
+    cos = [lr_at(s, 110, 1.0, warmup=10, decay="cosine") for s in (10, 60, 109, 110)]
+    assert cos[0] == 1.0 and cos[1] == pytest.approx(0.5) and 0 < cos[2] < 1e-3 and cos[3] == 0.0
+    pipe = dk.Pipeline.from_config({"process": "vp", "parameterization": "eps", "network": {"name": "mlp", "dim": 2}})
+    with pytest.raises(dk.ConfigError, match="lr_decay.*cosine"):
+        dk.train(pipe, torch.randn(64, 2), steps=2, lr_decay="linear", progress=False)
