@@ -13,7 +13,8 @@
   ``{"x": ..., "adj": ...}``; the node flags come in as ``cond``.
 
 As in the paper the networks do not read t (``time_conditioned=False``: the noise level is
-inferred from the input); ``time_conditioned=True`` appends t as an extra node-feature and
+inferred from the input); ``time_conditioned=True`` appends t and ``size_conditioned=True`` the
+graph size n / max_nodes (n from the flags) as an extra node-feature and
 adjacency channel. With the ``eps`` parameterization the outputs are eps predictions, i.e.
 score = -output / sigma(t) (the paper's VP form).
 """
@@ -34,8 +35,19 @@ from diffusekit.network import Network
 from .processes import adj_mask, node_mask
 
 
+def gcn_norm(adj: torch.Tensor) -> torch.Tensor:
+    """D^-1/2 (A + I) D^-1/2 with A's diagonal replaced by ones (degrees clamped at 1)."""
+    n = adj.shape[-1]
+    eye = torch.eye(n, dtype=adj.dtype, device=adj.device)
+    a = adj * (1 - eye) + eye
+    d = a.sum(-1).clamp_min(1.0).pow(-0.5)
+    return d.unsqueeze(-1) * a * d.unsqueeze(-2)
+
+
 class DenseGCNConv(nn.Module):
-    """Dense graph convolution (Kipf & Welling 2017): D^-1/2 (A + I) D^-1/2 X W + b."""
+    """Dense graph convolution (Kipf & Welling 2017): D^-1/2 (A + I) D^-1/2 X W + b.
+    ``forward(x, adj)`` normalises A itself; ``propagate(x, gcn_norm(adj))`` lets several
+    convolutions over the same A share one normalisation."""
 
     def __init__(self, in_dim: int, out_dim: int) -> None:
         super().__init__()
@@ -44,12 +56,10 @@ class DenseGCNConv(nn.Module):
         nn.init.xavier_uniform_(self.weight)
 
     def forward(self, x: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
-        n = adj.shape[-1]
-        eye = torch.eye(n, dtype=adj.dtype, device=adj.device)
-        a = adj * (1 - eye) + eye
-        d = a.sum(-1).clamp_min(1.0).pow(-0.5)
-        a = d.unsqueeze(-1) * a * d.unsqueeze(-2)
-        return a @ (x @ self.weight) + self.bias
+        return self.propagate(x, gcn_norm(adj))
+
+    def propagate(self, x: torch.Tensor, norm_adj: torch.Tensor) -> torch.Tensor:
+        return norm_adj @ (x @ self.weight) + self.bias
 
 
 class MLP(nn.Module):
@@ -92,10 +102,11 @@ class GraphAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, adj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b, n, _ = x.shape
-        q = self.q(x, adj).reshape(b, n, self.heads, -1).transpose(1, 2)
-        k = self.k(x, adj).reshape(b, n, self.heads, -1).transpose(1, 2)
+        a = gcn_norm(adj)
+        q = self.q.propagate(x, a).reshape(b, n, self.heads, -1).transpose(1, 2)
+        k = self.k.propagate(x, a).reshape(b, n, self.heads, -1).transpose(1, 2)
         att = torch.tanh(q @ k.transpose(-1, -2) / math.sqrt(self.out_dim)).mean(1)
-        return self.v(x, adj), (att + att.transpose(-1, -2)) / 2
+        return self.v.propagate(x, a), (att + att.transpose(-1, -2)) / 2
 
 
 class AttentionLayer(nn.Module):
@@ -135,12 +146,12 @@ class ScoreNetworkX(nn.Module):
         fdim = sum(dims)
         self.final = MLP(3, fdim, 2 * fdim, num_features)
 
-    def forward(self, x, adj, flags, t_feat: Optional[torch.Tensor] = None):
-        if t_feat is not None:
-            x = torch.cat([x, t_feat.expand(*x.shape[:2], 1)], -1)
-        feats = [x]
+    def forward(self, x, adj, flags, g_feat: Optional[torch.Tensor] = None):
+        if g_feat is not None:
+            x = torch.cat([x, g_feat.expand(*x.shape[:2], -1)], -1)
+        feats, a = [x], gcn_norm(adj)
         for layer in self.layers:
-            x = torch.tanh(layer(x, adj))
+            x = torch.tanh(layer.propagate(x, a))
             feats.append(x)
         return node_mask(flags, self.final(torch.cat(feats, -1)))
 
@@ -163,17 +174,17 @@ class ScoreNetworkA(nn.Module):
         fdim = c_hid * (layers - 1) + c_final + c_init + extra_in
         self.final = MLP(3, fdim, 2 * fdim, 1)
 
-    def forward(self, x, adj, flags, t_feat: Optional[torch.Tensor] = None):
-        if t_feat is not None:
-            x = torch.cat([x, t_feat.expand(*x.shape[:2], 1)], -1)
+    def forward(self, x, adj, flags, g_feat: Optional[torch.Tensor] = None):
+        if g_feat is not None:
+            x = torch.cat([x, g_feat.expand(*x.shape[:2], -1)], -1)
         a = adjacency_powers(adj, self.c_init)
         channels = [a]
         for layer in self.layers:
             x, a = layer(x, a, flags)
             channels.append(a)
         h = torch.cat(channels, 1).permute(0, 2, 3, 1)
-        if t_feat is not None:
-            h = torch.cat([h, t_feat.unsqueeze(-1).expand(*h.shape[:3], 1)], -1)
+        if g_feat is not None:
+            h = torch.cat([h, g_feat.unsqueeze(1).expand(*h.shape[:3], -1)], -1)
         out = self.final(h).squeeze(-1)
         n = out.shape[-1]
         out = out * (1 - torch.eye(n, dtype=out.dtype, device=out.device))
@@ -193,6 +204,8 @@ class GDSSNetworkConfig(ComponentConfig):
     c_hid: int = Field(8, ge=1, description="ScoreNetworkA: hidden adjacency channels")
     c_final: int = Field(4, ge=1, description="ScoreNetworkA: channels of the last attention layer")
     time_conditioned: bool = Field(False, description="append t as an input channel (the paper: False)")
+    size_conditioned: bool = Field(
+        False, description="append the graph size n / max_nodes (from the flags) as an input channel (the paper: False)")
 
 
 class GDSSNetwork(Network):
@@ -205,7 +218,7 @@ class GDSSNetwork(Network):
         from diffusekit.config import validate_params
 
         self.config = cfg = validate_params(GDSSNetworkConfig, params, loc="network")
-        extra = 1 if cfg.time_conditioned else 0
+        extra = int(cfg.time_conditioned) + int(cfg.size_conditioned)
         self.time_conditioned = cfg.time_conditioned
         self.sample_shape = {"adj": (cfg.max_nodes, cfg.max_nodes), "x": (cfg.max_nodes, cfg.num_features)}
         self.score_x = ScoreNetworkX(cfg.num_features, cfg.depth, cfg.nhid, extra)
@@ -215,10 +228,16 @@ class GDSSNetwork(Network):
     def forward(self, x_t, t, cond=None):
         x, adj = x_t["x"], x_t["adj"]
         flags = cond
-        t_feat = None
+        feats = []  # per-graph input channels, (B, 1, k)
         if self.time_conditioned:
-            t_feat = t.to(x.dtype).reshape(-1, 1, 1)
-        return {"x": self.score_x(x, adj, flags, t_feat), "adj": self.score_adj(x, adj, flags, t_feat)}
+            feats.append(t.to(x.dtype).reshape(-1, 1, 1).expand(x.shape[0], 1, 1))
+        if self.config.size_conditioned:
+            n = self.config.max_nodes
+            size = (flags.to(x.dtype).sum(-1) if flags is not None else torch.full(x.shape[:1], float(n), dtype=x.dtype,
+                                                                                   device=x.device))
+            feats.append((size / n).reshape(-1, 1, 1))
+        g_feat = torch.cat(feats, -1) if feats else None
+        return {"x": self.score_x(x, adj, flags, g_feat), "adj": self.score_adj(x, adj, flags, g_feat)}
 
     def example_inputs(self, batch: int):
         cfg = self.config

@@ -51,6 +51,25 @@ def test_paper_network_ignores_t_and_the_time_conditioned_option_reads_it():
     assert all(r.status == "pass" for r in res), [r.line() for r in res]
 
 
+def test_size_conditioned_network_reads_the_flagged_node_count():
+    """The same graph padded to 8 or to 12 nodes: the paper network's outputs on the real nodes
+    do not depend on the padding (padded rows and columns are masked); with
+    ``size_conditioned`` they do, because n / max_nodes is an input channel."""
+    torch.manual_seed(0)
+    for conditioned in (False, True):
+        small = GDSSNetwork(**SMALL, size_conditioned=conditioned).eval()
+        big = GDSSNetwork(**{**SMALL, "max_nodes": 12}, size_conditioned=conditioned).eval()
+        big.load_state_dict(small.state_dict())
+        x, t, flags = small.example_inputs(2)
+        pad = {"x": torch.nn.functional.pad(x["x"], (0, 0, 0, 4)), "adj": torch.nn.functional.pad(x["adj"], (0, 4, 0, 4))}
+        with torch.no_grad():
+            a, b = small(x, t, flags), big(pad, t, torch.nn.functional.pad(flags, (0, 4)))
+        d = max(float((a["x"] - b["x"][:, :8]).abs().max()), float((a["adj"] - b["adj"][:, :8, :8]).abs().max()))
+        assert (d > 1e-4) == conditioned, (conditioned, d)
+    res = check_object("network", GDSSNetwork(**SMALL, size_conditioned=True, time_conditioned=True))
+    assert all(r.status == "pass" for r in res), [r.line() for r in res]
+
+
 def test_datasets_fixed_splits_and_protocol():
     graphs = load_graphs("community-small", 0)
     assert len(graphs) == 100 and {g.number_of_nodes() for g in graphs} <= set(range(12, 21, 2))
@@ -132,3 +151,6 @@ def test_network_exports_to_onnx_with_one_input_per_leaf(tmp_path):
     model = onnx.load(str(tmp_path / "gdss.onnx"))
     assert [i.name for i in model.graph.input] == ["x_t.adj", "x_t.x", "t", "cond"]
     assert [o.name for o in model.graph.output] == ["out.adj", "out.x"]
+    conditioned = GDSSNetwork(**SMALL, size_conditioned=True, time_conditioned=True).eval()
+    report = export_network(conditioned, tmp_path / "gdss_conditioned.onnx")
+    assert report.max_abs_err <= 1e-4 or report.max_rel_err <= 1e-4, report
