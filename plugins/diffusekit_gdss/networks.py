@@ -45,9 +45,9 @@ def gcn_norm(adj: torch.Tensor) -> torch.Tensor:
 
 
 class DenseGCNConv(nn.Module):
-    """Dense graph convolution (Kipf & Welling 2017): D^-1/2 (A + I) D^-1/2 X W + b.
-    ``forward(x, adj)`` normalises A itself; ``propagate(x, gcn_norm(adj))`` lets several
-    convolutions over the same A share one normalisation."""
+    """Dense graph convolution (Kipf & Welling 2017): D^-1/2 (A + I) D^-1/2 X W + b. It takes the
+    normalised adjacency ``gcn_norm(adj)``, so several convolutions over the same A (Q, K, V;
+    the layers of ScoreNetworkX) share one normalisation."""
 
     def __init__(self, in_dim: int, out_dim: int) -> None:
         super().__init__()
@@ -55,10 +55,7 @@ class DenseGCNConv(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_dim))
         nn.init.xavier_uniform_(self.weight)
 
-    def forward(self, x: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
-        return self.propagate(x, gcn_norm(adj))
-
-    def propagate(self, x: torch.Tensor, norm_adj: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, norm_adj: torch.Tensor) -> torch.Tensor:
         return norm_adj @ (x @ self.weight) + self.bias
 
 
@@ -103,10 +100,10 @@ class GraphAttention(nn.Module):
     def forward(self, x: torch.Tensor, adj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b, n, _ = x.shape
         a = gcn_norm(adj)
-        q = self.q.propagate(x, a).reshape(b, n, self.heads, -1).transpose(1, 2)
-        k = self.k.propagate(x, a).reshape(b, n, self.heads, -1).transpose(1, 2)
+        q = self.q(x, a).reshape(b, n, self.heads, -1).transpose(1, 2)
+        k = self.k(x, a).reshape(b, n, self.heads, -1).transpose(1, 2)
         att = torch.tanh(q @ k.transpose(-1, -2) / math.sqrt(self.out_dim)).mean(1)
-        return self.v.propagate(x, a), (att + att.transpose(-1, -2)) / 2
+        return self.v(x, a), (att + att.transpose(-1, -2)) / 2
 
 
 class AttentionLayer(nn.Module):
@@ -151,7 +148,7 @@ class ScoreNetworkX(nn.Module):
             x = torch.cat([x, g_feat.expand(*x.shape[:2], -1)], -1)
         feats, a = [x], gcn_norm(adj)
         for layer in self.layers:
-            x = torch.tanh(layer.propagate(x, a))
+            x = torch.tanh(layer(x, a))
             feats.append(x)
         return node_mask(flags, self.final(torch.cat(feats, -1)))
 
@@ -232,9 +229,8 @@ class GDSSNetwork(Network):
         if self.time_conditioned:
             feats.append(t.to(x.dtype).reshape(-1, 1, 1).expand(x.shape[0], 1, 1))
         if self.config.size_conditioned:
-            n = self.config.max_nodes
-            size = (flags.to(x.dtype).sum(-1) if flags is not None else torch.full(x.shape[:1], float(n), dtype=x.dtype,
-                                                                                   device=x.device))
+            n = self.config.max_nodes  # no flags: every node is real
+            size = flags.to(x.dtype).sum(-1) if flags is not None else x.new_full(x.shape[:1], n)
             feats.append((size / n).reshape(-1, 1, 1))
         g_feat = torch.cat(feats, -1) if feats else None
         return {"x": self.score_x(x, adj, flags, g_feat), "adj": self.score_adj(x, adj, flags, g_feat)}

@@ -42,7 +42,7 @@ def grid_recipe() -> dict[str, Any]:
     """GDSS on small 2-D grids (sides 4..9, 16..81 nodes; the paper: 10..19): the paper's SDEs
     VP(0.1, 1) for X and VP(0.2, 0.8) for A, the S4 solver, 1000 steps. Two departures from the
     paper, measured in docs/plugins/gdss.md: the network reads the graph size
-    (``size_conditioned``; the paper's cannot count nodes and generates one edge density at
+    (``size_conditioned``; the paper's has no explicit node count and generates one edge density at
     every size) and predicts the clean state (``x0``) instead of the noise."""
     lo, hi = GRID_SIDES
     graphs = load_graphs("grid", 0, side_min=lo, side_max=hi)
