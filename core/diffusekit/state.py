@@ -40,12 +40,17 @@ class Example:
 
     x: Any
     cond: Any = None
+    #: None, or a (batch,) integer tensor: ``dk.train`` then draws every batch from one group
+    #: (the group of a uniformly drawn example, so each example keeps its share of the steps),
+    #: e.g. graphs of similar size, whose padding ``ForwardProcess.compact`` can then trim
+    groups: Any = None
 
     def __len__(self) -> int:
         return batch_size(self.x)
 
     def index(self, idx) -> "Example":
-        return Example(index(self.x, idx), None if self.cond is None else index(self.cond, idx))
+        return Example(index(self.x, idx), None if self.cond is None else index(self.cond, idx),
+                       None if self.groups is None else self.groups[idx])
 
 
 def is_state(x: Any) -> bool:

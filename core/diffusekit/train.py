@@ -62,7 +62,23 @@ def as_example(data: Any) -> Example:
     if out.cond is not None and st.is_state(out.cond) and st.check_batch(out.cond, "data.cond") != n:
         raise ConfigError(f"the condition has {st.batch_size(out.cond)} rows but the data {n}; give one "
                           "condition per example", loc="data.cond")
+    g = out.groups
+    if g is not None and (not torch.is_tensor(g) or g.shape != (n,) or g.is_floating_point() or g.is_complex()):
+        what = f"a {type(g).__name__}" if not torch.is_tensor(g) else f"a {g.dtype} tensor of shape {tuple(g.shape)}"
+        raise ConfigError(f"data.groups must be None or an integer tensor of shape ({n},), one group per example; "
+                          f"got {what}", loc="data.groups")
     return out
+
+
+def batch_indices(n_data: int, groups: torch.Tensor | None, size: int, generator: torch.Generator) -> torch.Tensor:
+    """The example indices of one training batch, drawn with replacement: uniformly from all
+    ``n_data`` examples, or with ``groups`` from the group of one uniformly drawn example (so
+    every example is seen as often as without groups)."""
+    if groups is None:
+        return torch.randint(n_data, (size,), generator=generator)
+    first = int(torch.randint(n_data, (1,), generator=generator))
+    pool = (groups == groups[first]).nonzero().flatten()
+    return pool[torch.randint(len(pool), (size,), generator=generator)]
 
 
 def _distributed() -> tuple[int, int]:
@@ -123,6 +139,8 @@ def data_fingerprint(example: Example) -> dict[str, Any]:
     tensors = st.flatten(example.x, "x")
     if example.cond is not None and st.is_state(example.cond):
         tensors.update(st.flatten(example.cond, "cond"))
+    if example.groups is not None:
+        tensors["groups"] = example.groups
     return {"rows": st.batch_size(example.x), "shapes": {k: list(v.shape) for k, v in sorted(tensors.items())},
             "sha256": tensors_sha256(tensors)}
 
@@ -516,10 +534,9 @@ def _train_loop(pipe, example: Example, steps, local_bs, lr, weight_decay, warmu
     for step in range(start, end):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, steps, lr, warmup, train_args.get("lr_decay", "none"))
-        idx = torch.randint(n_data, (local_bs,), generator=gens["data"])
-        batch = example.index(idx)
-        x0 = st.to(batch.x, device)
-        cond = st.to(batch.cond, device)
+        batch = example.index(batch_indices(n_data, example.groups, local_bs, gens["data"]))
+        x0, cond = pipe.process.compact(batch.x, batch.cond)
+        x0, cond = st.to(x0, device), st.to(cond, device)
         loss = pipe.loss(x0, cond, generator=gens["noise"], model=model)
         opt.zero_grad(set_to_none=True)
         loss.backward()

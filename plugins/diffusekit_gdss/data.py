@@ -98,8 +98,25 @@ def degree_features(adj: torch.Tensor, flags: torch.Tensor, num_features: int) -
     return torch.nn.functional.one_hot(deg, num_features).to(adj.dtype) * flags.unsqueeze(-1).to(adj.dtype)
 
 
-def graphs_to_tensors(graphs, max_nodes: int, num_features: int) -> Example:
-    """Padded dense tensors: ``Example(x={"x": (G, N, F), "adj": (G, N, N)}, cond=flags (G, N))``."""
+def size_groups(sizes: torch.Tensor, buckets: int) -> Optional[torch.Tensor]:
+    """Group ids (G,) splitting graphs of ``sizes`` (node counts), ordered by size, into
+    ``buckets`` groups of (nearly) equal count; graphs of one size share a group. None for one
+    bucket (every batch from the whole set)."""
+    if buckets <= 1:
+        return None
+    order = torch.argsort(sizes, stable=True)
+    rank_group = torch.arange(len(sizes)) * buckets // max(len(sizes), 1)
+    groups = torch.empty_like(sizes, dtype=torch.long)
+    groups[order] = rank_group
+    for s in sizes.unique():  # one size, one group (the smallest group id it received)
+        same = sizes == s
+        groups[same] = groups[same].min()
+    return groups
+
+
+def graphs_to_tensors(graphs, max_nodes: int, num_features: int, size_buckets: int = 1) -> Example:
+    """Padded dense tensors: ``Example(x={"x": (G, N, F), "adj": (G, N, N)}, cond=flags (G, N))``,
+    with ``groups`` from :func:`size_groups` when ``size_buckets`` > 1."""
     nx = _nx()
     g_count = len(graphs)
     adj = torch.zeros(g_count, max_nodes, max_nodes)
@@ -115,7 +132,8 @@ def graphs_to_tensors(graphs, max_nodes: int, num_features: int) -> Example:
         adj[k, :n, :n] = (a > 0).float()
         flags[k, :n] = 1.0
     adj = adj * (1 - torch.eye(max_nodes))
-    return Example({"x": degree_features(adj, flags, num_features), "adj": adj}, flags)
+    return Example({"x": degree_features(adj, flags, num_features), "adj": adj}, flags,
+                   size_groups(flags.sum(1).long(), size_buckets))
 
 
 def split_graphs(graphs: list, split: str, seed: int, test_fraction: float = 0.2) -> list:
@@ -140,6 +158,10 @@ class GraphDataConfig(ComponentConfig):
     num_features: int = Field(10, ge=1, description="F, one-hot degree channels")
     test_fraction: float = Field(0.2, gt=0, lt=1)
     n: Optional[int] = Field(None, ge=1, description="keep the first n graphs of the split (None: all)")
+    size_buckets: int = Field(
+        1, ge=1, description="training batches come from one of this many size ranges (equal-count groups of "
+                             "graphs ordered by size) and are trimmed to their largest graph: faster steps on "
+                             "mixed-size data; 1: batches from the whole split")
 
 
 class GridDataConfig(GraphDataConfig):
@@ -160,32 +182,32 @@ def load_graphs(name: str, seed: int = 0, **params) -> list:
 
 
 def _dataset(name: str, split: str, seed: int, max_nodes, num_features: int, test_fraction: float, n=None,
-             **params):
+             size_buckets: int = 1, **params):
     graphs = split_graphs(load_graphs(name, seed, **params), split, seed, test_fraction)
     if n is not None:
         graphs = (graphs * (-(-n // len(graphs))))[:n]
     size = max_nodes or max(g.number_of_nodes() for g in load_graphs(name, seed, **params))
-    return graphs_to_tensors(graphs, size, num_features)
+    return graphs_to_tensors(graphs, size, num_features, size_buckets)
 
 
 def community_small_dataset(split="train", seed=0, max_nodes=None, num_features=10, test_fraction=0.2,
-                            n=None) -> Example:
+                            n=None, size_buckets=1) -> Example:
     """community-small graphs (12..20 nodes) as padded tensors; node flags as the condition."""
-    return _dataset("community-small", split, seed, max_nodes, num_features, test_fraction, n)
+    return _dataset("community-small", split, seed, max_nodes, num_features, test_fraction, n, size_buckets)
 
 
 def ego_small_dataset(split="train", seed=0, max_nodes=None, num_features=10, test_fraction=0.2,
-                      n=None) -> Example:
+                      n=None, size_buckets=1) -> Example:
     """ego-small graphs (4..18 nodes, procedural) as padded tensors; node flags as the condition."""
-    return _dataset("ego-small", split, seed, max_nodes, num_features, test_fraction, n)
+    return _dataset("ego-small", split, seed, max_nodes, num_features, test_fraction, n, size_buckets)
 
 
 def grid_dataset(split="train", seed=0, max_nodes=None, num_features=5, test_fraction=0.2, n=None, side_min=10,
-                 side_max=20) -> Example:
+                 side_max=20, size_buckets=1) -> Example:
     """2-D grid graphs as padded tensors; node flags as the condition."""
-    return _dataset("grid", split, seed, max_nodes, num_features, test_fraction, n, side_min=side_min,
+    return _dataset("grid", split, seed, max_nodes, num_features, test_fraction, n, size_buckets, side_min=side_min,
                     side_max=side_max)
 
 
 __all__ = ["community_small", "grid_graphs", "ego_small", "graphs_to_tensors", "degree_features", "split_graphs",
-           "node_count_weights", "load_graphs", "community_small_dataset", "grid_dataset", "ego_small_dataset"]
+           "node_count_weights", "size_groups", "load_graphs", "community_small_dataset", "grid_dataset", "ego_small_dataset"]

@@ -218,12 +218,30 @@ class GDSS(ProductProcess):
 
         return {"x": degree_features(adj, flags, c.num_features), "adj": adj}, flags
 
+    def compact(self, x0, cond=None):
+        """Trim the padded nodes beyond the batch's largest graph (flags, X rows, A rows and
+        columns). Padded nodes carry no noise, no score and no loss, and the networks are
+        padding-invariant, so the per-graph losses are those of the padded batch."""
+        flags = flags_of(cond)
+        if flags is None:
+            return x0, cond
+        k = max(int(flags.sum(1).max()), 1)
+        if k >= flags.shape[1]:
+            return x0, cond
+        return {"adj": x0["adj"][:, :k, :k], "x": x0["x"][:, :k]}, flags[:, :k]
+
     def check_state(self, x, shape=None, loc="x"):
+        """A dict {"adj": (B, N, N), "x": (B, N, F)}; N may be below max_nodes (a batch
+        trimmed by :meth:`compact`)."""
+        from diffusekit.errors import ShapeError
+
+        if isinstance(x, Mapping) and torch.is_tensor(x.get("adj")) and x["adj"].ndim == 3 and shape is not None:
+            n = x["adj"].shape[1]
+            if n < self.config.max_nodes and shape == self.sample_shape:
+                shape = {"adj": (n, n), "x": (n, self.config.num_features)}
         super().check_state(x, shape, loc)
         a = x["adj"]
         if a.ndim != 3 or a.shape[1] != a.shape[2]:
-            from diffusekit.errors import ShapeError
-
             raise ShapeError(f"{loc}.adj: expected (batch, N, N) adjacency matrices, got {tuple(a.shape)}")
 
 

@@ -166,3 +166,40 @@ def test_lr_decay_cosine_ramps_then_falls_to_zero_and_bad_names_are_refused():
     pipe = dk.Pipeline.from_config({"process": "vp", "parameterization": "eps", "network": {"name": "mlp", "dim": 2}})
     with pytest.raises(dk.ConfigError, match="lr_decay.*cosine"):
         dk.train(pipe, torch.randn(64, 2), steps=2, lr_decay="linear", progress=False)
+
+
+def test_grouped_batches_come_from_one_group_and_keep_every_example_equally_often():
+    from diffusekit.train import batch_indices
+
+    groups = torch.tensor([0] * 2 + [1] * 6 + [2] * 12)
+    gen = torch.Generator().manual_seed(0)
+    counts = torch.zeros(20)
+    for _ in range(3000):
+        idx = batch_indices(20, groups, 4, gen)
+        assert len(set(groups[idx].tolist())) == 1
+        counts += torch.bincount(idx, minlength=20)
+    share = counts / counts.sum()
+    assert float((share - 0.05).abs().max()) < 0.01  # uniform marginal (12000 draws; sd ~0.002)
+    plain = batch_indices(20, None, 64, torch.Generator().manual_seed(0))
+    assert len(set(groups[plain].tolist())) == 3
+
+
+def test_trainer_compacts_each_batch_and_checks_groups():
+    seen = []
+
+    class Recording(type(dk.create("process", "vp"))):
+        """A VP process whose compact records the batches the trainer hands it."""
+
+        def compact(self, x0, cond=None):
+            seen.append(tuple(x0.shape))
+            return x0, cond
+
+    pipe = dk.Pipeline(process=Recording(), parameterization="eps", network={"name": "mlp", "dim": 2})
+    x = torch.randn(64, 2)
+    groups = (x[:, 0] > 0).long()
+    dk.train(pipe, dk.Example(x, None, groups), steps=3, batch_size=8, progress=False, data_stats=False)
+    assert seen == [(8, 2)] * 3
+    with pytest.raises(ConfigError, match=r"data.groups must be None or an integer tensor of shape \(64,\)"):
+        dk.train(pipe, dk.Example(x, None, groups.float()), steps=1, batch_size=8, progress=False)
+    with pytest.raises(ConfigError, match="data.groups"):
+        dk.train(pipe, dk.Example(x, None, groups[:10]), steps=1, batch_size=8, progress=False)
