@@ -2,14 +2,14 @@
 System of Stochastic Differential Equations"): the joint node / adjacency SDE process
 ``gdss``, the ScoreNetworkX / ScoreNetworkA network ``gdss-net``, the S4 solver ``s4``,
 run-time generated graph and molecule datasets (bond orders, RDKit validity), graph MMD metrics, networkx interop and sample writers.
-This module holds only hook implementations (and re-exports ``to_networkx``); see
+This module holds only hook implementations (and re-exports ``to_networkx`` and ``sample_by_size``); see
 docs/plugins/gdss.md."""
 
 from diffusekit import hookimpl
 
 from . import data as _data
 from . import molecules as _molecules
-from .interop import GraphGridWriter, GraphJSONWriter, to_networkx
+from .interop import GraphGridWriter, GraphJSONWriter, sample_by_size, to_networkx
 from .metrics import METRICS
 from .networks import GDSSNetwork
 from .processes import GDSS
@@ -61,4 +61,4 @@ def register_recipes(register):
     register("gdss-molecules", molecules_recipe)
 
 
-__all__ = ["to_networkx"]
+__all__ = ["to_networkx", "sample_by_size"]

@@ -47,6 +47,32 @@ def to_networkx(state: dict, flags: Optional[torch.Tensor] = None, threshold: fl
     return graphs
 
 
+def sample_by_size(pipe, n: int, seeds, **sample_kwargs) -> list:
+    """``n`` graphs from a GDSS pipeline, each sampled at its own size: sample i draws its node
+    count from the process's ``node_counts`` with ``torch.Generator().manual_seed(seeds[i])``
+    (as ``pipe.sample(n, generator=seeds)`` does), then the graphs of one size are sampled
+    together with flags of that width, so no step spends time on padding (2 to 3 times faster
+    than padded sampling on sizes spread like the grid recipe's). The same generators continue
+    into the sampler, so graph i depends only on ``seeds[i]`` and on which graphs share its
+    size (samplers that couple a batch, e.g. Langevin with ``norm="batch"``, see the group).
+    ``sample_kwargs`` go to ``pipe.sample`` (``sampler=...``). Returns networkx graphs in
+    order."""
+    seeds = list(seeds)
+    if len(seeds) != n:
+        raise ValueError(f"sample_by_size: {len(seeds)} seeds for n = {n} graphs; give one seed per graph")
+    gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    flags = pipe.process.sample_cond(n, gens)
+    sizes = flags.sum(1).long()
+    out: list = [None] * n
+    for k in sorted(set(sizes.tolist())):
+        idx = torch.nonzero(sizes == k).flatten().tolist()
+        state = pipe.sample(len(idx), cond=flags[idx][:, :k].to(pipe.device), generator=[gens[i] for i in idx],
+                            **sample_kwargs)
+        for i, g in zip(idx, to_networkx(state, flags=flags[idx][:, :k])):
+            out[i] = g
+    return out
+
+
 def node_link(graphs: list) -> list[dict]:
     """networkx node-link dicts, one per graph (JSON-ready)."""
     import networkx as nx

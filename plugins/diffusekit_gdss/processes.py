@@ -218,6 +218,16 @@ class GDSS(ProductProcess):
 
         return {"x": degree_features(adj, flags, c.num_features), "adj": adj}, flags
 
+    def prior(self, n, shape, cond=None, generator=None, device="cpu", dtype=torch.float32):
+        """N(0, prior std^2) per component, masked by the flags. Flags narrower than
+        ``max_nodes`` (B, k) give states of k nodes (no padding beyond them): sampling graphs of
+        one size k then costs what a k-node model would (:func:`diffusekit_gdss.sample_by_size`)."""
+        flags = flags_of(cond)
+        if flags is not None and flags.shape[1] < self.config.max_nodes and shape == self.sample_shape:
+            k = flags.shape[1]
+            shape = {"adj": (k, k), "x": (k, self.config.num_features)}
+        return super().prior(n, shape, cond=cond, generator=generator, device=device, dtype=dtype)
+
     def compact(self, x0, cond=None):
         """Trim the padded nodes beyond the batch's largest graph (flags, X rows, A rows and
         columns). Padded nodes carry no noise, no score and no loss, and the networks are

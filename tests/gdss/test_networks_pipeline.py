@@ -195,3 +195,18 @@ def test_size_buckets_group_graphs_and_compact_trims_padding_without_changing_th
     assert torch.allclose(per_graph[0], per_graph[1], rtol=1e-4, atol=1e-4)
     res = dk.train(pipe, ex, steps=4, batch_size=4, progress=False)
     assert len(res.losses) == 4 and all(torch.isfinite(torch.tensor(res.losses)))
+
+
+def test_sample_by_size_samples_each_graph_at_its_own_width(tiny_run):
+    from diffusekit_gdss import sample_by_size
+
+    pipe = dk.Pipeline.load(tiny_run)
+    flags = pipe.process.sample_cond(6, [torch.Generator().manual_seed(s) for s in range(6)])
+    narrow = pipe.process.prior(2, pipe.sample_shape, cond=flags[:2, :13])
+    assert narrow["adj"].shape == (2, 13, 13) and narrow["x"].shape == (2, 13, 10)
+    graphs = sample_by_size(pipe, 6, range(6))
+    assert [g.number_of_nodes() for g in graphs] == flags.sum(1).int().tolist()
+    again = sample_by_size(pipe, 6, range(6))
+    assert all(nx.utils.graphs_equal(a, b) for a, b in zip(graphs, again))
+    with pytest.raises(ValueError, match="one seed per graph"):
+        sample_by_size(pipe, 3, [0, 1])
