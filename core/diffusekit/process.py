@@ -98,11 +98,11 @@ class ForwardProcess(Component, ABC):
 
     def compact(self, x0: State, cond: Any = None) -> tuple[State, Any]:
         """``(x0, cond)`` of a training batch without the padding that none of its examples
-        uses; ``dk.train`` calls it on every batch before the loss. The result must give the same
-        per-example loss as the padded batch (padding carries no loss). Default: unchanged.
-        GDSS trims the padded nodes beyond the batch's largest graph, which, with batches
-        drawn from graphs of similar size (:attr:`diffusekit.state.Example.groups`), makes a
-        step on mixed-size data several times cheaper."""
+        uses; ``dk.train`` calls it before the loss on every batch of grouped data
+        (:attr:`diffusekit.state.Example.groups`, batches from one group of similar examples).
+        The result must give the same per-example loss as the padded batch under a summed loss
+        (padding carries no loss). Default: unchanged. GDSS trims the padded nodes beyond the
+        batch's largest graph, which makes a grid-recipe step twice as fast."""
         return x0, cond
 
     def conformance_example(self, n: int, generator: GeneratorLike = None) -> Optional[tuple[State, Any]]:

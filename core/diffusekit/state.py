@@ -42,7 +42,7 @@ class Example:
     cond: Any = None
     #: None, or a (batch,) integer tensor: ``dk.train`` then draws every batch from one group
     #: (the group of a uniformly drawn example, so each example keeps its share of the steps),
-    #: e.g. graphs of similar size, whose padding ``ForwardProcess.compact`` can then trim
+    #: e.g. graphs of similar size, and trims its padding with ``ForwardProcess.compact``
     groups: Any = None
 
     def __len__(self) -> int:

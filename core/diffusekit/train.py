@@ -535,7 +535,9 @@ def _train_loop(pipe, example: Example, steps, local_bs, lr, weight_decay, warmu
         for group in opt.param_groups:
             group["lr"] = lr_at(step, steps, lr, warmup, train_args.get("lr_decay", "none"))
         batch = example.index(batch_indices(n_data, example.groups, local_bs, gens["data"]))
-        x0, cond = pipe.process.compact(batch.x, batch.cond)
+        x0, cond = batch.x, batch.cond
+        if example.groups is not None:  # grouped data: trim the padding the group does not use
+            x0, cond = pipe.process.compact(x0, cond)
         x0, cond = st.to(x0, device), st.to(cond, device)
         loss = pipe.loss(x0, cond, generator=gens["noise"], model=model)
         opt.zero_grad(set_to_none=True)

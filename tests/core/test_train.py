@@ -184,7 +184,7 @@ def test_grouped_batches_come_from_one_group_and_keep_every_example_equally_ofte
     assert len(set(groups[plain].tolist())) == 3
 
 
-def test_trainer_compacts_each_batch_and_checks_groups():
+def test_trainer_compacts_grouped_batches_and_checks_groups():
     seen = []
 
     class Recording(type(dk.create("process", "vp"))):
@@ -199,6 +199,8 @@ def test_trainer_compacts_each_batch_and_checks_groups():
     groups = (x[:, 0] > 0).long()
     dk.train(pipe, dk.Example(x, None, groups), steps=3, batch_size=8, progress=False, data_stats=False)
     assert seen == [(8, 2)] * 3
+    dk.train(pipe, x, steps=2, batch_size=8, progress=False, data_stats=False)
+    assert len(seen) == 3  # ungrouped data: batches as drawn (no compact call)
     with pytest.raises(ConfigError, match=r"data.groups must be None or an integer tensor of shape \(64,\)"):
         dk.train(pipe, dk.Example(x, None, groups.float()), steps=1, batch_size=8, progress=False)
     with pytest.raises(ConfigError, match="data.groups"):
