@@ -70,14 +70,24 @@ def as_example(data: Any) -> Example:
     return out
 
 
-def batch_indices(n_data: int, groups: torch.Tensor | None, size: int, generator: torch.Generator) -> torch.Tensor:
-    """The example indices of one training batch, drawn with replacement: uniformly from all
-    ``n_data`` examples, or with ``groups`` from the group of one uniformly drawn example (so
-    every example is seen as often as without groups)."""
+def group_pools(groups: torch.Tensor | None) -> tuple[torch.Tensor, list[torch.Tensor]] | None:
+    """``(pool_of, pools)`` for :func:`batch_indices`, computed once per run: ``pools[j]`` the
+    indices (ascending) of the examples of the j-th distinct group, ``pool_of[i]`` the pool of
+    example i. None without groups."""
     if groups is None:
+        return None
+    _, pool_of = torch.unique(groups, return_inverse=True)
+    return pool_of, [torch.nonzero(pool_of == j).flatten() for j in range(int(pool_of.max()) + 1)]
+
+
+def batch_indices(n_data: int, pools, size: int, generator: torch.Generator) -> torch.Tensor:
+    """The example indices of one training batch, drawn with replacement: uniformly from all
+    ``n_data`` examples, or with ``pools`` (:func:`group_pools`) from the group of one
+    uniformly drawn example (so every example is seen as often as without groups)."""
+    if pools is None:
         return torch.randint(n_data, (size,), generator=generator)
-    first = int(torch.randint(n_data, (1,), generator=generator))
-    pool = (groups == groups[first]).nonzero().flatten()
+    pool_of, members = pools
+    pool = members[int(pool_of[int(torch.randint(n_data, (1,), generator=generator))])]
     return pool[torch.randint(len(pool), (size,), generator=generator)]
 
 
@@ -529,14 +539,15 @@ def _train_loop(pipe, example: Example, steps, local_bs, lr, weight_decay, warmu
     t0 = time.perf_counter()
     pipe.train()
     n_data = st.batch_size(example.x)
+    pools = group_pools(example.groups)
     end = steps if stop_after is None else min(steps, start + stop_after)
     max_norm = grad_clip if grad_clip else float("inf")
     for step in range(start, end):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, steps, lr, warmup, train_args.get("lr_decay", "none"))
-        batch = example.index(batch_indices(n_data, example.groups, local_bs, gens["data"]))
+        batch = example.index(batch_indices(n_data, pools, local_bs, gens["data"]))
         x0, cond = batch.x, batch.cond
-        if example.groups is not None:  # grouped data: trim the padding the group does not use
+        if pools is not None:  # grouped data: trim the padding the group does not use
             x0, cond = pipe.process.compact(x0, cond)
         x0, cond = st.to(x0, device), st.to(cond, device)
         loss = pipe.loss(x0, cond, generator=gens["noise"], model=model)

@@ -182,10 +182,13 @@ class GDSS(ProductProcess):
     def components(self) -> Mapping[str, Any]:
         return self._components
 
+    def shape_for(self, nodes: int) -> dict[str, tuple[int, ...]]:
+        """Per-sample shape of a state of ``nodes`` nodes (``sample_shape`` at max_nodes)."""
+        return {"adj": (nodes, nodes), "x": (nodes, self.config.num_features)}
+
     @property
     def sample_shape(self) -> dict[str, tuple[int, ...]]:
-        c = self.config
-        return {"adj": (c.max_nodes, c.max_nodes), "x": (c.max_nodes, c.num_features)}
+        return self.shape_for(self.config.max_nodes)
 
     @property
     def train_t_min(self) -> float:  # type: ignore[override]
@@ -224,18 +227,18 @@ class GDSS(ProductProcess):
         one size k then costs what a k-node model would (:func:`diffusekit_gdss.sample_by_size`)."""
         flags = flags_of(cond)
         if flags is not None and flags.shape[1] < self.config.max_nodes and shape == self.sample_shape:
-            k = flags.shape[1]
-            shape = {"adj": (k, k), "x": (k, self.config.num_features)}
+            shape = self.shape_for(flags.shape[1])
         return super().prior(n, shape, cond=cond, generator=generator, device=device, dtype=dtype)
 
     def compact(self, x0, cond=None):
-        """Trim the padded nodes beyond the batch's largest graph (flags, X rows, A rows and
-        columns). Padded nodes carry no noise, no score and no loss, and the networks are
-        padding-invariant, so the per-graph losses are those of the padded batch."""
+        """Trim the padded nodes beyond the last node flagged in any graph of the batch (flags,
+        X rows, A rows and columns). Padded nodes carry no noise, no score and no loss, and the
+        networks are padding-invariant, so the per-graph losses are those of the padded batch."""
         flags = flags_of(cond)
         if flags is None:
             return x0, cond
-        k = max(int(flags.sum(1).max()), 1)
+        used = torch.nonzero(flags.sum(0) > 0).flatten()
+        k = int(used.max()) + 1 if used.numel() else 1
         if k >= flags.shape[1]:
             return x0, cond
         return {"adj": x0["adj"][:, :k, :k], "x": x0["x"][:, :k]}, flags[:, :k]
@@ -248,7 +251,7 @@ class GDSS(ProductProcess):
         if isinstance(x, Mapping) and torch.is_tensor(x.get("adj")) and x["adj"].ndim == 3 and shape is not None:
             n = x["adj"].shape[1]
             if n < self.config.max_nodes and shape == self.sample_shape:
-                shape = {"adj": (n, n), "x": (n, self.config.num_features)}
+                shape = self.shape_for(n)
         super().check_state(x, shape, loc)
         a = x["adj"]
         if a.ndim != 3 or a.shape[1] != a.shape[2]:

@@ -169,13 +169,13 @@ def test_lr_decay_cosine_ramps_then_falls_to_zero_and_bad_names_are_refused():
 
 
 def test_grouped_batches_come_from_one_group_and_keep_every_example_equally_often():
-    from diffusekit.train import batch_indices
+    from diffusekit.train import batch_indices, group_pools
 
     groups = torch.tensor([0] * 2 + [1] * 6 + [2] * 12)
     gen = torch.Generator().manual_seed(0)
     counts = torch.zeros(20)
     for _ in range(3000):
-        idx = batch_indices(20, groups, 4, gen)
+        idx = batch_indices(20, group_pools(groups), 4, gen)
         assert len(set(groups[idx].tolist())) == 1
         counts += torch.bincount(idx, minlength=20)
     share = counts / counts.sum()

@@ -180,6 +180,9 @@ def test_size_buckets_group_graphs_and_compact_trims_padding_without_changing_th
     assert x0["adj"].shape[1:] == (k, k) and x0["x"].shape[1:] == (k, 5) and flags.shape[1] == k < 36
     assert torch.equal(x0["adj"], small.x["adj"][:, :k, :k]) and float(small.x["adj"][:, k:].abs().sum()) == 0
     assert pipe.process.compact(ex.x, None) == (ex.x, None)
+    gap = torch.zeros(2, 36)
+    gap[0, :4], gap[1, [0, 9]] = 1, 1  # flags need not be a prefix: nothing flagged is cut
+    assert pipe.process.compact({"adj": torch.zeros(2, 36, 36), "x": torch.zeros(2, 36, 5)}, gap)[1].shape == (2, 10)
     t = torch.full((len(flags),), 0.4)
     gen = torch.Generator().manual_seed(0)
     xt = {}  # x_t of the padded batch (noise masked to the real nodes); its crop is the trimmed x_t
