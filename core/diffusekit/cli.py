@@ -549,7 +549,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not getattr(args, "func", None):
             parser.print_help()
             return 0
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        _shutdown_distributed(orderly=True)
+        return code
     except DiffusekitError as exc:
         if debug:
             raise
@@ -566,6 +568,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {type(exc).__name__}: {exc} (DIFFUSEKIT_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 1
+    finally:
+        _shutdown_distributed(orderly=False)  # error paths: a peer may never reach a barrier
+
+
+def _shutdown_distributed(orderly: bool) -> None:
+    """Destroy the process group a command started under torchrun (no-op otherwise; the
+    distributed module is imported only when a command already did)."""
+    mod = sys.modules.get("diffusekit.distributed")
+    if mod is not None:
+        mod.shutdown(orderly=orderly)
 
 
 if __name__ == "__main__":  # pragma: no cover

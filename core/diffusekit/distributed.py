@@ -2,7 +2,7 @@
 metric reductions, exact across world sizes.
 
 * :func:`init` starts the process group once (gloo on CPU, NCCL on CUDA) when a launcher set
-  ``WORLD_SIZE > 1`` and does nothing otherwise; :func:`rank`, :func:`world_size`,
+  ``WORLD_SIZE > 1`` and does nothing otherwise; :func:`shutdown` tears it down; :func:`rank`, :func:`world_size`,
   :func:`local_rank`, :func:`is_main`, :func:`barrier` and :func:`all_reduce` work with or
   without a launcher (one process is rank 0 of a world of 1).
 * :func:`shard_range` splits ``n`` items into disjoint contiguous ranges, one per rank.
@@ -103,6 +103,23 @@ def init(backend: str | None = None) -> bool:
         torch.cuda.set_device(local_rank())
     dist.init_process_group(backend=backend)
     return True
+
+
+def shutdown(orderly: bool = True) -> None:
+    """Tear the process group down (no-op without one).
+
+    ``orderly`` first waits for every rank, so no process leaves while another is still in a
+    collective; pass False on an error path, where a peer may never arrive. Exiting without
+    this lets gloo's threads be torn down by the interpreter, which can abort the process
+    (``terminate called without an active exception``) after its work finished."""
+    if not is_initialized():
+        return
+    dist = _dist()
+    try:
+        if orderly:
+            barrier()
+    finally:
+        dist.destroy_process_group()
 
 
 def rank() -> int:
@@ -642,7 +659,7 @@ def reduce_sums(parts: dict[str, torch.Tensor], ops: dict[str, str] | None = Non
     return out
 
 
-__all__ = ["init", "is_initialized", "rank", "world_size", "local_rank", "is_main", "device", "barrier",
+__all__ = ["init", "shutdown", "is_initialized", "rank", "world_size", "local_rank", "is_main", "device", "barrier",
            "all_reduce", "failed_ranks", "propagate_errors", "shard_range", "atomic_write", "atomic_write_bytes",
            "tensors_sha256", "shard_name", "sample", "SampleReport", "read_manifest", "load_samples", "evaluate",
            "reduce_sums", "SAMPLES_FORMAT", "SAMPLES_FORMAT_VERSION", "MANIFEST_FILE", "SAMPLES_KEY"]
